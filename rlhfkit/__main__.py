@@ -1,0 +1,3 @@
+from rlhfkit.cli import entry
+
+entry()

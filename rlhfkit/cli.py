@@ -1,0 +1,95 @@
+"""`rlhfkit <command>`: flags/YAML -> config dataclass -> one run(cfg). No training logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from rlhfkit import config as C
+from rlhfkit.errors import ConfigError, RlhfkitError
+
+
+def run_rm(cfg: C.RMConfig) -> None:
+    from rlhfkit.trainers.rm import train_reward_model
+
+    final = train_reward_model(cfg)
+    print(f"reward model saved to {cfg.output}/model: held-out accuracy {final.get('eval/accuracy', float('nan')):.3f}")
+
+
+def run_score(cfg: C.ScoreConfig) -> None:
+    from rlhfkit.models.reward import RewardModel
+
+    if cfg.data is None and (cfg.prompt is None or cfg.response is None):
+        raise ConfigError("score needs --prompt and --response, or --data FILE")
+    rm = RewardModel.from_pretrained(cfg.model)
+    if cfg.data is None:
+        reward = rm.score([cfg.prompt], [cfg.response])[0]
+        print(json.dumps({"reward": reward}) if cfg.json else f"{reward:.6f}")
+        return
+    from rlhfkit.data.readers import PreferenceFields, load_preferences
+
+    f = cfg.fields
+    pairs, report = load_preferences(cfg.data, PreferenceFields(f.prompt_field, f.chosen_field, f.rejected_field))
+    logging.getLogger("rlhfkit").info(report.summary())
+    prompts = [p.prompt for p in pairs]
+    chosen = rm.score(prompts, [p.chosen for p in pairs], cfg.batch_size)
+    rejected = rm.score(prompts, [p.rejected for p in pairs], cfg.batch_size)
+    wins = [c > r for c, r in zip(chosen, rejected)]
+    result = {
+        "accuracy": sum(wins) / len(wins),
+        "n": len(wins),
+        "chosen_mean": sum(chosen) / len(chosen),
+        "rejected_mean": sum(rejected) / len(rejected),
+        "skipped": sum(report.skipped.values()),
+    }
+    print(json.dumps(result) if cfg.json else f"accuracy {result['accuracy']:.4f} on {result['n']} pairs")
+
+
+COMMANDS = {
+    "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model"),
+    "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    from rlhfkit import __version__
+
+    parser = argparse.ArgumentParser(prog="rlhfkit", description=__doc__.split(":")[0])
+    parser.add_argument("--version", action="version", version=f"rlhfkit {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (cls, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=(cls.__doc__ or help_text).strip())
+        C.add_arguments(p, cls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    quiet = args.__dict__.pop("quiet", False)
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "accelerate", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cls, run, _ = COMMANDS[args.command]
+    try:
+        cfg = C.from_args(cls, args)
+        run(cfg)
+    except RlhfkitError as e:
+        print(f"rlhfkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

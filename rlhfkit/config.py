@@ -1,0 +1,285 @@
+"""One documented dataclass per command, loaded from defaults <- YAML <- flags. Imports no torch."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rlhfkit.errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with a default and its help text (the single source for --help and docs)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def _group(cls: type, help: str, **overrides) -> Any:
+    return field(default_factory=lambda: cls(**overrides), metadata={"help": help})
+
+
+# --------------------------------------------------------------------------- shared groups
+@dataclass
+class OptimConfig:
+    lr: float = _f(5e-5, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    warmup_ratio: float = _f(0.1, "share of the optimiser steps spent warming up linearly")
+    scheduler: Literal["linear", "cosine", "constant"] = _f("linear", "decay after warm-up")
+    max_grad_norm: float = _f(1.0, "gradient clipping by global norm (0 disables)")
+    grad_accum_steps: int = _f(1, "micro-batches accumulated per optimiser step")
+
+
+@dataclass
+class LoraConfig:
+    use_lora: bool = _f(False, "train LoRA adapters (peft) instead of all weights", aliases=("lora",))
+    r: int = _f(16, "LoRA rank")
+    alpha: int = _f(32, "LoRA alpha (scale = alpha / r)")
+    # dropout 0: RL needs ratio = 1 at step 0 (Huang et al. 2024, detail 'disable dropout')
+    dropout: float = _f(0.0, "LoRA dropout")
+    target_modules: str = _f("all-linear", "peft target_modules: 'all-linear' or comma-separated names")
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = _f(48, "tokens sampled per response")
+    temperature: float = _f(0.7, "sampling temperature (also used for every log-prob, so ratio = 1 at step 0)")
+    top_p: float = _f(0.9, "nucleus sampling")
+    top_k: int = _f(0, "top-k sampling (0 disables)")
+
+
+@dataclass
+class DataFieldsConfig:
+    prompt_field: str = _f("prompt", "column holding the prompt (text or chat messages)")
+    chosen_field: str = _f("chosen", "column holding the preferred response")
+    rejected_field: str = _f("rejected", "column holding the dispreferred response")
+    margin_field: str | None = _f(None, "optional numeric column used as the Bradley–Terry margin")
+
+
+DEFAULT_TEMPLATE = "Prompt: {prompt}\nResponse: {response}"
+
+
+# --------------------------------------------------------------------------- commands
+@dataclass
+class RMConfig:
+    """`rlhfkit rm`: train a Bradley–Terry reward model on preference pairs."""
+
+    data: str | None = _f(None, "preference file (JSONL/CSV/Parquet/HF folder)", required=True)
+    output: str | None = _f(None, "output folder", required=True)
+    eval_data: str | None = _f(None, "held-out preference file; default: split --eval-fraction off --data")
+    base: str = _f("minilm-l6", "backbone: alias (minilm-l6, smollm2-135m-instruct) or local HF folder")
+    epochs: int = _f(3, "passes over the training pairs")
+    batch_size: int = _f(16, "pairs per micro-batch (chosen+rejected are one forward of 2x this)")
+    max_length: int = _f(256, "max tokens of the templated text")
+    eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given")
+    template: str = _f(DEFAULT_TEMPLATE, "text scored by the RM; stored with the model")
+    center_rewards_coef: float = _f(0.0, "coef·mean((r_c + r_r)²) keeps rewards centred (TRL's option)")
+    dtype: Literal["fp32", "bf16"] = _f("fp32", "training precision (bf16 = autocast, fp32 master weights)")
+    seed: int = _f(0, "seed for python, numpy, torch and data order")
+    fields: DataFieldsConfig = _group(DataFieldsConfig, "column names")
+    # 1e-4 with MiniLM: measured to reach >0.9 held-out accuracy in 3 epochs on a few hundred pairs
+    optim: OptimConfig = _group(OptimConfig, "optimiser", lr=1e-4, weight_decay=0.01)
+    lora: LoraConfig = _group(LoraConfig, "LoRA")
+
+
+@dataclass
+class ScoreConfig:
+    """`rlhfkit score`: score one (prompt, response) or a whole preference file with a reward model."""
+
+    model: str | None = _f(None, "reward-model folder (rlhfkit RM or HF sequence classifier)", required=True)
+    prompt: str | None = _f(None, "prompt to score (with --response)")
+    response: str | None = _f(None, "response to score (with --prompt)")
+    data: str | None = _f(None, "preference file: prints accuracy and n")
+    json: bool = _f(False, "print one JSON object")
+    batch_size: int = _f(32, "texts per forward pass")
+    fields: DataFieldsConfig = _group(DataFieldsConfig, "column names")
+
+
+# --------------------------------------------------------------------------- loading
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    return typing.get_type_hints(cls)[f.name]
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field]]:
+    """All leaf fields as (dotted key, type, Field), nested groups flattened: optim.lr, lora.r, ..."""
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = _field_type(cls, f)
+        if _is_dataclass_type(tp):
+            out += _leaf_fields(tp, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, tp, f))
+    return out
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(type without None, is_optional)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check/convert one value against its annotated type; ConfigError names the key."""
+    base, optional = _base_type(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key '{key}': null is not allowed")
+    if typing.get_origin(base) is Literal:
+        choices = typing.get_args(base)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    try:
+        if base is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return base(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key '{key}': {value!r} is not a valid {base.__name__}") from None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _short_names(cls: type) -> dict[str, str]:
+    """Leaf name -> dotted key, for names that are unique across groups (so --lr means --optim.lr)."""
+    keys = [k for k, _, _ in _leaf_fields(cls)]
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k.rsplit(".", 1)[-1]] = counts.get(k.rsplit(".", 1)[-1], 0) + 1
+    return {k.rsplit(".", 1)[-1]: k for k in keys if "." in k and counts[k.rsplit(".", 1)[-1]] == 1}
+
+
+def build(cls: type, overrides: dict[str, Any]) -> Any:
+    """Instantiate `cls` from dotted-key overrides; unknown keys and bad values raise ConfigError."""
+    leaves = {k: (tp, f) for k, tp, f in _leaf_fields(cls)}
+    short = _short_names(cls)
+    aliases = {a: k for k, _, f in _leaf_fields(cls) for a in f.metadata.get("aliases", ())}
+    values: dict[str, Any] = {}
+    for key, value in overrides.items():
+        name = key.replace("-", "_")
+        full = name if name in leaves else short.get(name, aliases.get(name, name))
+        if full not in leaves:
+            raise ConfigError(f"unknown config key '{key}' for `{cls.__name__}`")
+        values[full] = _coerce(key, value, leaves[full][0])
+    for key, (_, f) in leaves.items():
+        if f.metadata.get("required") and values.get(key, f.default) in (None, ""):
+            raise ConfigError(f"missing required config key '{key}' (--{key.replace('_', '-')})")
+    return _instantiate(cls, values, "")
+
+
+def _instantiate(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        tp = _field_type(cls, f)
+        if _is_dataclass_type(tp):
+            sub = {k: v for k, v in values.items() if k.startswith(f"{prefix}{f.name}.")}
+            default = f.default_factory()  # keeps per-command defaults such as optim.lr
+            for k, v in sub.items():
+                _set_dotted(default, k[len(prefix) + len(f.name) + 1 :], v)
+            kwargs[f.name] = default
+        elif prefix + f.name in values:
+            kwargs[f.name] = values[prefix + f.name]
+    return cls(**kwargs)
+
+
+def _set_dotted(obj: Any, key: str, value: Any) -> None:
+    head, _, rest = key.partition(".")
+    if rest:
+        _set_dotted(getattr(obj, head), rest, value)
+    else:
+        setattr(obj, head, value)
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+    return _flatten(data)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per leaf field (--optim.lr, and --lr where unique); defaults stay in the dataclass."""
+    short = {v: k for k, v in _short_names(cls).items()}
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config; flags override it")
+    for key, tp, f in _leaf_fields(cls):
+        base, _ = _base_type(tp)
+        names = [f"--{key.replace('_', '-')}"]
+        if key in short:
+            names.append(f"--{short[key].replace('_', '-')}")
+        names += [f"--{a}" for a in f.metadata.get("aliases", ())]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if default is None and "." in key:  # nested: read the group's default
+            default = _nested_default(cls, key)
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": help_text}
+        if base is bool:
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(base) is Literal:
+            parser.add_argument(*names, choices=typing.get_args(base), **kw)
+        else:
+            parser.add_argument(*names, metavar=base.__name__.upper(), **kw)
+
+
+def _nested_default(cls: type, key: str) -> Any:
+    obj = cls.__dataclass_fields__[key.split(".")[0]].default_factory()
+    for part in key.split(".")[1:]:
+        obj = getattr(obj, part)
+    return obj
+
+
+def from_args(cls: type, args: argparse.Namespace) -> Any:
+    """defaults <- --config YAML <- explicit flags."""
+    given = {k: v for k, v in vars(args).items() if k not in ("config", "command", "func")}
+    values = load_yaml(args.config) if getattr(args, "config", None) else {}
+    values.update(given)
+    return build(cls, values)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically (tmp + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
+
+

@@ -1,0 +1,1 @@
+"""Data: reading, validating and collating training files."""

@@ -1,0 +1,1 @@
+"""Model loading (aliases, pad token, dropout, LoRA) and the reward model."""

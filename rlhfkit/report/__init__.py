@@ -1,0 +1,1 @@
+"""Plots and the HTML report, built from files only (metrics.jsonl, eval JSON); never loads a model."""

@@ -1,0 +1,1 @@
+"""One trainer per method; what they share lives in loop.py."""
