@@ -47,9 +47,18 @@ def run_score(cfg: C.ScoreConfig) -> None:
     print(json.dumps(result) if cfg.json else f"accuracy {result['accuracy']:.4f} on {result['n']} pairs")
 
 
+def run_ppo(cfg: C.PPOConfig) -> None:
+    from rlhfkit.trainers.ppo import train_ppo
+
+    final = train_ppo(cfg)
+    print(f"policy saved to {cfg.output}/policy: last step score {final.get('rollout/score_mean', float('nan')):.3f}, "
+          f"KL {final.get('rollout/kl', float('nan')):.3f}")
+
+
 COMMANDS = {
     "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model"),
     "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),
+    "ppo": (C.PPOConfig, run_ppo, "PPO against a reward model with a KL penalty to the reference"),
 }
 
 

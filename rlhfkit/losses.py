@@ -1,4 +1,4 @@
-"""Pure tensor math for RLHF: masked statistics, KL estimators, GAE and the PPO, reward-model and DPO losses."""
+"""Pure tensor math for RLHF: masked statistics, KL estimators, GAE, PPO, reward-model and DPO losses."""
 
 import math
 
@@ -216,8 +216,8 @@ def ppo_value_loss(
 def entropy_from_logits(logits: Tensor) -> Tensor:
     """Entropy of the categorical distribution at each position.
 
-    H = −Σ_v p_v log p_v = logsumexp(z) − Σ_v p_v z_v,  p = softmax(z). This needs one softmax copy
-    of the logits instead of a softmax plus a log_softmax.
+    H = −Σ_v p_v log p_v = logsumexp(z) − Σ_v p_v z_v,  p = softmax(z). Only the softmax is kept
+    as a [B, T, V] copy; no log_softmax is materialised next to it.
 
     Args:
         logits: [B, T, V].
@@ -248,7 +248,7 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
 
 
 def bradley_terry_loss(
-    chosen_rewards: Tensor, rejected_rewards: Tensor, margin: Tensor | None = None
+    chosen_rewards: Tensor, rejected_rewards: Tensor, margin: Tensor | float | None = None
 ) -> Tensor:
     """Pairwise reward-model loss, Ouyang et al. 2022 eq. 1; margin m as in Touvron et al. 2023 eq. 2.
 
@@ -285,11 +285,7 @@ def _dpo_hinge(logits: Tensor, beta: float, label_smoothing: float) -> Tensor:
     return F.relu(1 - beta * logits)  # [B]
 
 
-_DPO_LOSSES = {
-    "sigmoid": _dpo_sigmoid,
-    "ipo": _dpo_ipo,
-    "hinge": _dpo_hinge,
-}
+_DPO_LOSSES = {"sigmoid": _dpo_sigmoid, "ipo": _dpo_ipo, "hinge": _dpo_hinge}
 
 
 def dpo_loss(
@@ -368,10 +364,7 @@ def _rloo_advantages(grouped: Tensor, eps: float) -> Tensor:
     return grouped - others_mean  # [B/G, G]
 
 
-_GROUP_BASELINES = {
-    "grpo": _grpo_advantages,
-    "rloo": _rloo_advantages,
-}
+_GROUP_BASELINES = {"grpo": _grpo_advantages, "rloo": _rloo_advantages}
 
 
 def group_advantages(scores: Tensor, group_size: int, kind: str = "grpo", eps: float = 1e-4) -> Tensor:
@@ -389,9 +382,7 @@ def group_advantages(scores: Tensor, group_size: int, kind: str = "grpo", eps: f
     """
     if kind not in _GROUP_BASELINES:
         raise ValueError(f"unknown group advantage kind={kind!r}; choose one of {sorted(_GROUP_BASELINES)}")
-    assert scores.numel() % group_size == 0, (
-        f"{scores.numel()} scores do not split into groups of {group_size}"
-    )
+    assert scores.numel() % group_size == 0, f"B={scores.numel()} is not a multiple of G={group_size}"
     grouped = scores.view(-1, group_size)  # [B/G, G]
     return _GROUP_BASELINES[kind](grouped, eps).reshape(-1)  # [B]
 
@@ -410,7 +401,7 @@ class AdaptiveKLController:
         self.target = target
         self.horizon = horizon
 
-    def update(self, current_kl: float, n_steps: int) -> None:
+    def update(self, current_kl: float | Tensor, n_steps: int) -> None:
         """Move β towards the KL target; `n_steps` is the number of samples since the last update."""
         error = min(max(float(current_kl) / self.target - 1, -0.2), 0.2)
         self.value *= 1 + error * n_steps / self.horizon
@@ -430,7 +421,7 @@ class FixedKLController:
     def __init__(self, kl_coef: float):
         self.value = kl_coef
 
-    def update(self, current_kl: float, n_steps: int) -> None:
+    def update(self, current_kl: float | Tensor, n_steps: int) -> None:
         """No-op: β stays fixed."""
 
     def state_dict(self) -> dict[str, float]:

@@ -46,7 +46,10 @@ def resolve_model_path(name_or_path: str) -> Path:
             return _converted_gguf(name_or_path, source)
         return source
     path = Path(name_or_path).expanduser()
-    if not (path / "config.json").is_file():
+    for sub in ("model", "policy"):  # an rlhfkit output folder holds its model in one of these
+        if (path / sub / "config.json").is_file() or (path / sub / "adapter_config.json").is_file():
+            return path / sub
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise ModelNotFoundError(
             f"model '{name_or_path}' is neither an alias ({', '.join(ALIASES)}) nor a local folder with "
             "config.json; rlhfkit never downloads from a hub"
@@ -116,14 +119,20 @@ def disable_dropout(model) -> None:
             module.p = 0.0
 
 
-def load_causal_lm(path: str | Path, *, dtype: str = "fp32"):
+def load_causal_lm(path: str | Path):
     """A causal LM with a distinct pad token and dropout off."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(str(path)), dtype=torch.bfloat16 if dtype == "bf16-weights" else torch.float32
-    )
+    folder = resolve_model_path(str(path))
+    if (folder / "adapter_config.json").is_file():  # a LoRA policy saved by rlhfkit ppo/dpo: merge for use
+        import json
+
+        from peft import PeftModel
+
+        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        model = PeftModel.from_pretrained(load_causal_lm(base), folder).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder)
     disable_dropout(model)
     return model
 

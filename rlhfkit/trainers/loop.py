@@ -83,11 +83,11 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(folder: Path, *, accelerator, model, optimizer, scheduler, extra: dict) -> None:
     """Everything needed to resume exactly, into `folder` (the caller makes it atomic with versioned_dir)."""
-    unwrapped = accelerator.unwrap_model(model)
-    trainable = {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in trainable.items()}, str(folder / "weights.safetensors"))
+    unwrapped = accelerator.unwrap_model(model)  # only what trains: LoRA adapters + heads, or all weights
+    trainable = {k: p.detach().cpu().contiguous() for k, p in unwrapped.named_parameters() if p.requires_grad}
+    save_file(trainable, str(folder / "weights.safetensors"))
     torch.save(
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), **extra},
         folder / "state.pt",
@@ -98,7 +98,12 @@ def load_checkpoint(folder: Path, *, accelerator, model, optimizer, scheduler) -
     """Restore weights, optimiser, schedule and RNG; returns the trainer's `extra` dict."""
     from safetensors.torch import load_file
 
-    accelerator.unwrap_model(model).load_state_dict(load_file(str(folder / "weights.safetensors")))
+    unwrapped = accelerator.unwrap_model(model)
+    weights = load_file(str(folder / "weights.safetensors"))
+    trainable = {k for k, p in unwrapped.named_parameters() if p.requires_grad}
+    if set(weights) != trainable:
+        raise RuntimeError(f"checkpoint {folder} does not match the model's trainable parameters")
+    unwrapped.load_state_dict(weights, strict=False)
     state = torch.load(folder / "state.pt", weights_only=False)
     optimizer.load_state_dict(state.pop("optimizer"))
     scheduler.load_state_dict(state.pop("scheduler"))

@@ -1,0 +1,74 @@
+"""The policy and its value function: per-token log-probs and values of sampled responses in one pass."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rlhfkit.losses import entropy_from_logits
+
+
+def trunk_and_head(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(transformer trunk, LM head) of a causal LM, looking through a peft wrapper (adapters stay active)."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return getattr(base, base.base_model_prefix), base.get_output_embeddings()
+
+
+def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, exactly as `generate` computes them (else log-probs drift)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # [B, L]
+
+
+def response_hidden(trunk: nn.Module, input_ids, attention_mask, prompt_len: int) -> torch.Tensor:
+    """Hidden states that predict each response token: positions P-1 .. P+T-2 of [prompt ; response]."""
+    out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_for(attention_mask))
+    return out.last_hidden_state[:, prompt_len - 1 : -1]  # [B, T, H]
+
+
+def token_logprobs(head: nn.Module, hidden, response_ids, temperature: float = 1.0, with_entropy: bool = False):
+    """log π(y_t | x, y_<t) with logits / temperature; only response positions reach the vocab projection.
+
+    Returns: (logprobs [B, T], entropy [B, T] or None)."""
+    logits = head(hidden).float() / temperature  # [B, T, V]
+    logprobs = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # [B, T]
+    return logprobs, (entropy_from_logits(logits) if with_entropy else None)
+
+
+class ValueHead(nn.Module):
+    """V(s_t): a scalar per position from a hidden state. Zero-initialised, so V = 0 at step 0."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.summary.weight)
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)  # [B, T]
+
+
+class ActorCritic(nn.Module):
+    """π_θ and V_ψ. Default: a value head on the policy trunk (one forward pass gives both; CPU-friendly,
+    the losses share the trunk, so c_v is kept small). With `critic` (a sequence-classification model that
+    shares the policy's tokenizer): a separate trunk and its scalar head (twice the compute, decoupled)."""
+
+    def __init__(self, lm: nn.Module, critic: nn.Module | None = None):
+        super().__init__()
+        self.lm = lm
+        self.critic = critic
+        if critic is None:
+            self.value_head = ValueHead(lm.config.hidden_size)
+        else:
+            self.critic_trunk = getattr(critic, critic.base_model_prefix)
+            self.value_head = critic.score if hasattr(critic, "score") else critic.classifier
+
+    def forward(self, input_ids, attention_mask, prompt_len: int, response_ids, temperature: float,
+                with_entropy: bool = False):
+        """Returns (logprobs [B, T], values [B, T], entropy [B, T] or None) for the response tokens."""
+        trunk, head = trunk_and_head(self.lm)
+        hidden = response_hidden(trunk, input_ids, attention_mask, prompt_len)  # [B, T, H]
+        logprobs, entropy = token_logprobs(head, hidden, response_ids, temperature, with_entropy)
+        if self.critic is not None:
+            hidden = response_hidden(self.critic_trunk, input_ids, attention_mask, prompt_len)
+        values = self.value_head(hidden).float()  # [B, T] (a classifier head returns [B, T] after squeeze)
+        return logprobs, values.squeeze(-1) if values.dim() == 3 else values, entropy

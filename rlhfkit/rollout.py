@@ -1,0 +1,134 @@
+"""Rollouts: sample responses, then per-token log-probs (policy and reference, same temperature), values and
+reward-model scores. Shared by PPO and evaluation (and the critic-free methods). No optimiser here."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from rlhfkit.data.readers import Prompt, prompt_text
+from rlhfkit.models.policy import trunk_and_head
+
+
+@dataclass
+class Rollout:
+    """One batch of experience. Response tensors are [B, T], right-padded; `mask` is 1 up to and incl. EOS."""
+
+    prompts: list[Prompt]
+    query_ids: torch.Tensor  # [B, P] left-padded
+    query_mask: torch.Tensor  # [B, P]
+    response_ids: torch.Tensor  # [B, T]
+    mask: torch.Tensor  # [B, T] float
+    responses: list[str]  # decoded text up to (not incl.) EOS
+    ended: torch.Tensor  # [B] bool: response ended with EOS
+    scores: torch.Tensor | None = None  # [B] raw reward-model scores
+    logprobs: torch.Tensor | None = None  # [B, T] log π_old
+    ref_logprobs: torch.Tensor | None = None  # [B, T] log π_ref
+    values: torch.Tensor | None = None  # [B, T] V_old
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.query_ids, self.response_ids], 1)  # [B, P+T]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.query_mask, torch.ones_like(self.response_ids)], 1)  # [B, P+T]
+
+    @property
+    def response_len(self) -> torch.Tensor:
+        return self.mask.sum(1)  # [B]
+
+    def select(self, idx: torch.Tensor) -> "Rollout":
+        """Rows `idx` of every tensor (for minibatches)."""
+        rows = idx.tolist()
+        pick = {k: (v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in rows])
+                for k, v in vars(self).items() if k != "timings" and v is not None}
+        return Rollout(**pick)
+
+
+def encode_prompts(tokenizer, prompts: list[Prompt], use_chat_template: bool = True, max_length: int = 256):
+    """Left-padded prompt ids [B, P] and mask, with the chat template when the tokenizer has one."""
+    if use_chat_template and tokenizer.chat_template:
+        texts = [
+            tokenizer.apply_chat_template(
+                list(p) if isinstance(p, tuple) else [{"role": "user", "content": p}],
+                add_generation_prompt=True, tokenize=False,
+            )
+            for p in prompts
+        ]
+        add_special = False  # the template already has them
+    else:
+        texts, add_special = [prompt_text(p) for p in prompts], True
+    enc = tokenizer(texts, padding=True, padding_side="left", truncation=True, max_length=max_length,
+                    add_special_tokens=add_special, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def response_mask(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask [B, T] = 1 up to and including the first EOS (all ones if none); ended [B] bool."""
+    is_eos = response_ids == eos_token_id  # [B, T]
+    ended = is_eos.any(1)  # [B]
+    first_eos = torch.where(ended, is_eos.float().argmax(1), response_ids.shape[1] - 1)  # [B]
+    positions = torch.arange(response_ids.shape[1], device=response_ids.device)  # [T]
+    return (positions[None] <= first_eos[:, None]).float(), ended
+
+
+@torch.no_grad()
+def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: bool = True) -> Rollout:
+    """Sample one response per prompt (batched, KV cache, left padding); cut after EOS."""
+    from transformers import GenerationConfig
+
+    query_ids, query_mask = encode_prompts(tokenizer, prompts, use_chat_template)
+    device = next(lm.parameters()).device
+    config = GenerationConfig(  # explicit, so a model's own generation defaults cannot change sampling
+        do_sample=True, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p, top_k=gen_cfg.top_k or None,
+        max_new_tokens=gen_cfg.max_new_tokens, min_new_tokens=1,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    was_training = lm.training
+    lm.eval()
+    out = lm.generate(input_ids=query_ids.to(device), attention_mask=query_mask.to(device), generation_config=config)
+    lm.train(was_training)
+    response_ids = out[:, query_ids.shape[1]:]  # [B, T<=max_new_tokens]
+    mask, ended = response_mask(response_ids, tokenizer.eos_token_id)
+    response_ids = torch.where(mask.bool(), response_ids, tokenizer.pad_token_id)  # nothing after EOS
+    texts = tokenizer.batch_decode(torch.where(response_ids == tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                               response_ids), skip_special_tokens=True)
+    return Rollout(list(prompts), query_ids.to(device), query_mask.to(device), response_ids, mask, texts, ended)
+
+
+@torch.no_grad()
+def reference_logprobs(actor_critic, ref_lm, roll: Rollout, temperature: float) -> torch.Tensor:
+    """log π_ref of the sampled tokens: LoRA adapters disabled on the same weights, or a frozen copy."""
+    from rlhfkit.models.policy import response_hidden, token_logprobs
+
+    lm = ref_lm if ref_lm is not None else actor_critic.lm
+    context = lm.disable_adapter() if ref_lm is None else contextlib.nullcontext()
+    with context:
+        trunk, head = trunk_and_head(lm)
+        hidden = response_hidden(trunk, roll.input_ids, roll.attention_mask, roll.query_ids.shape[1])
+        return token_logprobs(head, hidden, roll.response_ids, temperature)[0]  # [B, T]
+
+
+def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg, *,
+                    use_chat_template: bool = True, autocast=contextlib.nullcontext) -> Rollout:
+    """1. sample y ~ π(·|x); 2. score r_φ(x, y); 3. log π_old, log π_ref and V_old, all without gradients."""
+    t0 = time.perf_counter()
+    with autocast():
+        roll = generate(actor_critic.lm, tokenizer, prompts, gen_cfg, use_chat_template)
+    t1 = time.perf_counter()
+    with autocast():
+        roll.scores = torch.tensor(reward_model.score([prompt_text(p) for p in prompts], roll.responses))  # [B]
+    t2 = time.perf_counter()
+    with torch.no_grad(), autocast():
+        roll.logprobs, roll.values, _ = actor_critic(
+            roll.input_ids, roll.attention_mask, roll.query_ids.shape[1], roll.response_ids, gen_cfg.temperature
+        )
+        roll.ref_logprobs = reference_logprobs(actor_critic, ref_lm, roll, gen_cfg.temperature)
+    t3 = time.perf_counter()
+    roll.timings = {"time/generation_s": t1 - t0, "time/scoring_s": t2 - t1, "time/logprobs_s": t3 - t2}
+    return roll
