@@ -55,10 +55,46 @@ def run_ppo(cfg: C.PPOConfig) -> None:
           f"KL {final.get('rollout/kl', float('nan')):.3f}")
 
 
+def print_methods_table(summary: dict, title: str) -> None:
+    """The end-of-run table in the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("method", "gold reward [95% CI]", "RM reward", "KL to ref (nats)", "length", "win rate vs base"):
+        table.add_column(col)
+    fmt = lambda m, k: f"{m[k]:.3f} [{m[k + '_ci95'][0]:.3f}, {m[k + '_ci95'][1]:.3f}]" if k in m else "-"  # noqa: E731
+    for name, m in summary["methods"].items():
+        table.add_row(name, fmt(m, "gold"), f"{m['rm']:.3f}" if "rm" in m else "-", fmt(m, "kl"),
+                      f"{m['response_len']:.1f}", fmt(m, "win_rate_gold") if "win_rate_gold" in m else "(baseline)")
+    Console().print(table)
+
+
+def run_demo(cfg: C.DemoConfig) -> None:
+    from rlhfkit.demo import run_demo as demo
+
+    summary = demo(cfg)
+    print_methods_table(summary, f"rlhfkit demo: held-out prompts (n={summary['n_eval_prompts']})")
+    low, high = summary["gold_delta_ci95"]
+    print(f"gold reward SFT {summary['gold_reward_sft']:.3f} -> RLHF {summary['gold_reward_rlhf']:.3f} "
+          f"(delta 95% CI [{low:.3f}, {high:.3f}]) at KL {summary['kl_rlhf']:.2f} nats; "
+          f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output}/report.html")
+
+
+def run_eval(cfg: C.EvalConfig) -> None:
+    from rlhfkit.eval.cli import run_eval as evaluate
+
+    summary = evaluate(cfg)
+    print_methods_table(summary, f"rlhfkit eval (n={summary['n_eval_prompts']})")
+    print(f"report: {cfg.output}/report.html")
+
+
 COMMANDS = {
     "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model"),
     "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),
     "ppo": (C.PPOConfig, run_ppo, "PPO against a reward model with a KL penalty to the reference"),
+    "eval": (C.EvalConfig, run_eval, "compare policies on held-out prompts (gold/RM reward, KL, length, report)"),
+    "demo": (C.DemoConfig, run_demo, "the whole RLHF loop on the embedded models, with a report"),
 }
 
 

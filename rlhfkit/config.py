@@ -158,6 +158,47 @@ class PPOConfig:
             )
 
 
+@dataclass
+class DemoConfig:
+    """`rlhfkit demo`: the whole RLHF loop on the embedded models, with a simulated annotator and a report."""
+
+    output: str = _f("runs/demo", "run folder; a rerun skips finished stages")
+    policy: str = _f("smollm2-135m-instruct", "the SFT policy to align (alias or HF folder)")
+    rm_base: str = _f("minilm-l6", "reward-model backbone")
+    prompts: str | None = _f(None, "prompt file with `prompt` (and optional `split`: train|heldout); "
+                                   "default: the ~300 prompts shipped with rlhfkit")
+    quick: bool = _f(False, "a smoke run in a few minutes (tiny sizes); used by the tests")
+    force: bool = _f(False, "rerun every stage even if its outputs exist")
+    seed: int = _f(0, "seed for every stage")
+    rm_prompts: int = _f(96, "train prompts whose sampled responses are labelled for the RM (stage 2)")
+    rm_val_prompts: int = _f(24, "further train prompts labelled for RM validation")
+    samples_per_prompt: int = _f(4, "K responses sampled per prompt for labelling")
+    pairs_per_prompt: int = _f(3, "labelled pairs drawn from the K responses of a prompt")
+    label_temperature: float = _f(0.1, "Bradley–Terry noise of the simulated annotator (0 = always gold)")
+    rm_epochs: int = _f(3, "reward-model epochs")
+    eval_prompts: int = _f(60, "held-out prompts for the final comparison (never used in stages 2–4)")
+    generation_batch_size: int = _f(32, "prompts per generate() call when sampling for labels/eval")
+    ppo: PPOConfig = _group(PPOConfig, "PPO options (policy/reward_model/prompts/output are set by the demo)",
+                            prompts="-", output="-", reward_model="-")
+    generation: GenerationConfig = _group(GenerationConfig, "sampling for labels and evaluation")
+
+
+@dataclass
+class EvalConfig:
+    """`rlhfkit eval`: compare policies on held-out prompts with the demo's evaluation and report."""
+
+    policy: list[str] = _f([], "policy folder or alias; repeat the flag (first = baseline); NAME=PATH names it")
+    prompts: str | None = _f(None, "prompt file (`prompt` field)", required=True)
+    output: str | None = _f(None, "output folder (eval/eval.json, summary.json, report.html)", required=True)
+    reward_model: str | None = _f(None, "learned reward model to score with (optional)")
+    reference: str | None = _f(None, "reference policy for KL (default: the first --policy)")
+    gold: bool = _f(True, "also score with the demo's gold reward (VADER-based simulated annotator)")
+    max_prompts: int = _f(0, "use only the first N prompts (0 = all)")
+    batch_size: int = _f(32, "prompts per generate() call")
+    seed: int = _f(0, "sampling seed")
+    generation: GenerationConfig = _group(GenerationConfig, "sampling")
+
+
 # --------------------------------------------------------------------------- loading
 def _field_type(cls: type, f: dataclasses.Field) -> Any:
     return typing.get_type_hints(cls)[f.name]
@@ -200,6 +241,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if value not in choices:
             raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(str, choices))}")
         return value
+    if typing.get_origin(base) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return [str(v) for v in value]
     try:
         if base is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
@@ -246,7 +291,8 @@ def build(cls: type, overrides: dict[str, Any]) -> Any:
             raise ConfigError(f"unknown config key '{key}' for `{cls.__name__}`")
         values[full] = _coerce(key, value, leaves[full][0])
     for key, (_, f) in leaves.items():
-        if f.metadata.get("required") and values.get(key, f.default) in (None, ""):
+        default = _nested_default(cls, key) if "." in key else f.default
+        if f.metadata.get("required") and values.get(key, default) in (None, ""):
             raise ConfigError(f"missing required config key '{key}' (--{key.replace('_', '-')})")
     return _instantiate(cls, values, "")
 
@@ -304,6 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(base) is list:
+            parser.add_argument(*names, action="append", metavar="VALUE", **kw)
         elif typing.get_origin(base) is Literal:
             parser.add_argument(*names, choices=typing.get_args(base), **kw)
         else:

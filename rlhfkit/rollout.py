@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhfkit.data.readers import Prompt, prompt_text
-from rlhfkit.models.policy import trunk_and_head
+from rlhfkit.models.policy import response_hidden, token_logprobs, trunk_and_head
 
 
 @dataclass
@@ -102,16 +102,19 @@ def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: b
 
 
 @torch.no_grad()
-def reference_logprobs(actor_critic, ref_lm, roll: Rollout, temperature: float) -> torch.Tensor:
-    """log π_ref of the sampled tokens: LoRA adapters disabled on the same weights, or a frozen copy."""
-    from rlhfkit.models.policy import response_hidden, token_logprobs
+def policy_logprobs(lm, roll: Rollout, temperature: float) -> torch.Tensor:
+    """log π(y_t | x, y_<t) [B, T] of the sampled tokens under `lm`, with logits / temperature."""
+    trunk, head = trunk_and_head(lm)
+    hidden = response_hidden(trunk, roll.input_ids, roll.attention_mask, roll.query_ids.shape[1])  # [B, T, H]
+    return token_logprobs(head, hidden, roll.response_ids, temperature)[0]
 
-    lm = ref_lm if ref_lm is not None else actor_critic.lm
-    context = lm.disable_adapter() if ref_lm is None else contextlib.nullcontext()
-    with context:
-        trunk, head = trunk_and_head(lm)
-        hidden = response_hidden(trunk, roll.input_ids, roll.attention_mask, roll.query_ids.shape[1])
-        return token_logprobs(head, hidden, roll.response_ids, temperature)[0]  # [B, T]
+
+def reference_logprobs(actor_critic, ref_lm, roll: Rollout, temperature: float) -> torch.Tensor:
+    """log π_ref [B, T]: a frozen copy if given, else the same weights with LoRA adapters disabled."""
+    if ref_lm is not None:
+        return policy_logprobs(ref_lm, roll, temperature)
+    with actor_critic.lm.disable_adapter():
+        return policy_logprobs(actor_critic.lm, roll, temperature)
 
 
 def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg, *,

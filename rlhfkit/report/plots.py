@@ -1,32 +1,182 @@
-"""Line plots of metrics.jsonl series (matplotlib, Agg backend, written atomically)."""
+"""Figures of metrics.jsonl series and held-out eval results (matplotlib, Agg); PNGs written atomically.
+
+Each `*_figure` function takes plain rows or numbers and returns a matplotlib Figure; `save_figure` writes it
+to a file and `figure_png` returns the PNG bytes (the HTML report embeds those). matplotlib is imported inside
+the functions so `import rlhfkit` stays fast.
+"""
 
 from __future__ import annotations
 
+import io
+import math
 import os
 from pathlib import Path
 
+FIGSIZE = (6, 4)
+DPI = 100
 
-def plot_series(rows: list[dict], x: str, ys: dict[str, str], out: str | Path, title: str, ylabel: str) -> Path:
-    """Plot `ys` (metric key -> legend label) against `x` over the rows that have them; save a PNG."""
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in ys.items():
-        pts = [(r[x], r[key]) for r in rows if r.get(key) is not None and r.get(x) is not None]
+    return plt
+
+
+def _points(rows: list[dict], x: str, y: str) -> list[tuple[float, float]]:
+    """(x, y) pairs of the rows where both are present and finite (metrics.jsonl writes NaN as null)."""
+    out = []
+    for r in rows:
+        a, b = r.get(x), r.get(y)
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b)):
+            out.append((a, b))
+    return out
+
+
+def _draw_series(ax, rows: list[dict], x: str, ys: dict[str, str], ylabel: str) -> list:
+    """Plot each metric key in `ys` (key -> legend label) against `x` on `ax`; return the line handles."""
+    lines = []
+    for i, (key, label) in enumerate(ys.items()):
+        pts = _points(rows, x, key)
         if pts:
-            ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=label)
-    ax.set_title(title)
+            lines += ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=label, color=f"C{i}")
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    return lines
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Write `fig` as a PNG to `out` (via a temporary file and os.replace) and close it."""
     out = Path(out)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    fig.savefig(tmp, dpi=DPI)
+    _pyplot().close(fig)
     os.replace(tmp, out)
     return out
+
+
+def figure_png(fig) -> bytes:
+    """The PNG bytes of `fig`; closes it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def series_figure(rows: list[dict], x: str, ys: dict[str, str], title: str, ylabel: str):
+    """Line plot of the metric keys in `ys` (key -> legend label) against `x` over the rows that have them."""
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    if _draw_series(ax, rows, x, ys, ylabel):
+        ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_series(
+    rows: list[dict], x: str, ys: dict[str, str], out: str | Path, title: str, ylabel: str
+) -> Path:
+    """`series_figure` saved as a PNG at `out`."""
+    return save_figure(series_figure(rows, x, ys, title, ylabel), out)
+
+
+def rm_curves_figure(rm_rows: list[dict]):
+    """Reward-model training per epoch: Bradley–Terry loss (train, held-out) and held-out accuracy."""
+    fig, (ax_loss, ax_acc) = _pyplot().subplots(1, 2, figsize=(10, 4))
+    if _draw_series(ax_loss, rm_rows, "epoch", {"train/loss": "train", "eval/loss": "held-out"}, "loss"):
+        ax_loss.legend()
+    ax_loss.set_title("Bradley–Terry loss")
+    _draw_series(ax_acc, rm_rows, "epoch", {"eval/accuracy": "held-out"}, "accuracy")
+    ax_acc.set_title("Held-out accuracy P(r_chosen > r_rejected)")
+    fig.tight_layout()
+    return fig
+
+
+def proxy_gold_figure(ppo_rows: list[dict]):
+    """PPO rollouts per step: learned-RM (proxy) score on the left axis, gold reward of the same samples on
+    the right. Two axes because the scales differ (the proxy may be normalised); what matters is whether
+    they move together.
+    """
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    lines = _draw_series(ax, ppo_rows, "step", {"rollout/score_mean": "proxy: learned RM (left axis)"},
+                         "proxy (learned RM) score")
+    ax_gold = ax.twinx()
+    gold = _points(ppo_rows, "step", "rollout/gold_mean")
+    if gold:
+        lines += ax_gold.plot(*zip(*gold), color="C1", linestyle="--", marker="s" if len(gold) < 30 else None,
+                              label="gold reward (right axis)")
+    ax_gold.set_ylabel("gold reward", color="C1")
+    ax.set_ylabel("proxy (learned RM) score", color="C0")
+    if lines:
+        ax.legend(lines, [line.get_label() for line in lines], loc="best")
+    ax.set_title("PPO rollouts: proxy vs gold reward")
+    fig.tight_layout()
+    return fig
+
+
+def reward_histograms_figure(values: dict[str, list[float]], xlabel: str = "gold reward per prompt"):
+    """Overlaid histograms, one per policy (name -> per-prompt values), on shared bins."""
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    everything = [v for vs in values.values() for v in vs]
+    if everything:
+        lo, hi = min(everything), max(everything)
+        bins = 20 if hi > lo else 1
+        for name, vs in values.items():
+            mean = sum(vs) / len(vs)
+            ax.hist(vs, bins=bins, range=(lo, hi) if hi > lo else None, alpha=0.5,
+                    label=f"{name} (mean {mean:.3f})")
+        ax.legend()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("prompts")
+    ax.set_title("Held-out reward distribution")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def reward_vs_kl_figure(methods: dict[str, dict]):
+    """Gold reward against √KL to the reference, one point per method, with 95% CI error bars.
+
+    √KL is the x-axis of Gao et al. 2022 ("Scaling Laws for Reward Model Overoptimization", fig. 1): methods
+    that buy the same gold reward with less KL sit further up and left. `methods[name]` needs `gold_reward`
+    and `kl`; `gold_reward_ci95` and `kl_ci95` ([low, high]) are drawn when present. A negative KL
+    estimate counts as 0.
+    """
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    for i, (name, m) in enumerate(methods.items()):
+        gold, kl = m.get("gold_reward"), m.get("kl")
+        if gold is None or kl is None:
+            continue
+        x = math.sqrt(max(kl, 0.0))
+        xerr = yerr = None
+        if m.get("kl_ci95"):
+            lo, hi = (math.sqrt(max(v, 0.0)) for v in m["kl_ci95"])
+            xerr = [[max(x - lo, 0.0)], [max(hi - x, 0.0)]]
+        if m.get("gold_reward_ci95"):
+            lo, hi = m["gold_reward_ci95"]
+            yerr = [[max(gold - lo, 0.0)], [max(hi - gold, 0.0)]]
+        ax.errorbar([x], [gold], xerr=xerr, yerr=yerr, fmt="o", capsize=4, color=f"C{i}")
+        ax.annotate(name, (x, gold), textcoords="offset points", xytext=(6, 6))
+    ax.set_xlabel("√KL(policy ‖ reference)  [√nats per response]")
+    ax.set_ylabel("held-out gold reward")
+    ax.set_title("Gold reward vs KL budget")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def improvement_figure(diffs: list[float], label: str):
+    """Sorted bar chart of per-prompt differences (e.g. rlhf − sft gold reward); green above 0, red below."""
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    ordered = sorted(diffs)
+    ax.bar(range(len(ordered)), ordered, width=0.9, color=["C2" if d > 0 else "C3" for d in ordered])
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel("held-out prompts, sorted")
+    ax.set_ylabel(label)
+    ax.set_title(f"Per-prompt change: {label}")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig

@@ -25,7 +25,11 @@ def make_accelerator(dtype: str = "fp32", grad_accum_steps: int = 1):
 
     bf16 = autocast with fp32 master weights (this CPU runs bf16 matmuls ~2.4x faster)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    # one process may run several stages with different precisions (the demo): forget the previous
+    # stage's settings but keep the process group (PartialState)
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(
         mixed_precision="bf16" if dtype == "bf16" else "no",
         gradient_accumulation_steps=grad_accum_steps,

@@ -170,11 +170,12 @@ def make_train_fn(cfg: PPOConfig, accelerator, model, optimizer, scheduler, auto
     return train
 
 
-def train_ppo(cfg: PPOConfig, reward_model=None) -> dict[str, float]:
+def train_ppo(cfg: PPOConfig, reward_model=None, monitors: dict | None = None) -> dict[str, float]:
     """Run PPO for cfg.steps; writes metrics.jsonl, samples.jsonl, checkpoint/, policy/ under cfg.output.
 
     `reward_model`: optional object with .score(prompts, responses) -> list[float] used instead of
-    cfg.reward_model (e.g. a programmatic reward)."""
+    cfg.reward_model (e.g. a programmatic reward). `monitors`: {name: fn(prompts, responses) -> list[float]}
+    logged as `rollout/<name>_mean` each step but never optimised (e.g. the demo's gold reward)."""
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
     accelerator = loop.make_accelerator(cfg.dtype)
@@ -212,6 +213,9 @@ def train_ppo(cfg: PPOConfig, reward_model=None) -> dict[str, float]:
                                use_chat_template=cfg.use_chat_template, autocast=accelerator.autocast)
         t1 = time.perf_counter()
         metrics = ppo_step(cfg, state, roll, train)
+        for name, fn in (monitors or {}).items():
+            values = fn([prompt_text(p) for p in roll.prompts], roll.responses)
+            metrics[f"rollout/{name}_mean"] = sum(values) / len(values)
         metrics = {k: accelerator.reduce(torch.tensor(v), "mean").item() for k, v in metrics.items()}
         n_tokens = roll.mask.sum().item()
         metrics.update(roll.timings)

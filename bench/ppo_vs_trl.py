@@ -1,0 +1,295 @@
+"""PPO speed and memory: rlhfkit against TRL 1.0.0's PPOTrainer on the same models and shapes.
+
+Run with the project's venv (TRL runs in its own, made by bench/setup_trl.sh):
+    bash bench/setup_trl.sh
+    .venv/bin/python bench/ppo_vs_trl.py [--steps 4] [--only all|trl|rlhfkit]
+
+Setting shared by every row: policy SmolLM2-135M-Instruct (full fine-tuning unless the row says LoRA), a SmolLM2
+reward model with an untrained score head (timing does not depend on its weights), the critic initialised from
+that reward model, 8 prompts x 48 new tokens per step, 2 PPO epochs x 2 minibatches, temperature 0.7, top-p 1.
+Each implementation runs in its own subprocess. Per row we report seconds per step (mean over the steps after the
+first, which is warm-up) and the peak RSS of that subprocess (ru_maxrss from os.wait4), and both as a ratio
+rlhfkit / TRL. Results go to bench/results/ppo_vs_trl.json; rows not run this time are kept from the last run
+with the same setting, so `--only rlhfkit` still gets ratios against a stored TRL row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CACHE = BENCH / ".cache"
+RESULTS = BENCH / "results"
+TRL_PYTHON = BENCH / ".venv-trl" / "bin" / "python"
+RLHFKIT_CLI = ROOT / ".venv" / "bin" / "rlhfkit"
+SETTING = {"batch_size": 8, "max_new_tokens": 48, "ppo_epochs": 2, "num_minibatches": 2, "temperature": 0.7,
+           "seed": 0}
+# the subprocesses never reach a hub and never fork tokenizer threads
+CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+TOPICS = [
+    "photosynthesis", "the water cycle", "compound interest", "how vaccines work", "black holes",
+    "the French Revolution", "machine learning", "plate tectonics", "the immune system", "inflation",
+    "how a bicycle stays upright", "the internet", "climate change", "DNA replication", "supply and demand",
+    "the Roman Empire", "electric cars", "sleep", "volcanoes", "the stock market", "gravity", "recycling",
+    "the human heart", "rainbows", "democracy", "coffee", "bees and pollination", "the moon's phases",
+    "solar panels", "antibiotics", "earthquakes", "the printing press", "tides", "batteries", "clouds",
+    "the Olympic Games", "chess openings", "jazz", "bread baking", "lighthouses",
+]
+
+
+@dataclass
+class Row:
+    """One line of the table: how it was run, what it measured."""
+
+    name: str
+    impl: str
+    status: str = "not run"  # ok | failed | skipped | not run
+    message: str = ""
+    step_times_s: list[float] = field(default_factory=list)  # every step, warm-up first
+    s_per_step: float | None = None  # mean over the steps after warm-up
+    generation_s: float | None = None  # per timed step
+    scoring_s: float | None = None
+    training_s: float | None = None
+    peak_rss_mb: float | None = None
+    time_ratio_vs_trl: float | None = None
+    rss_ratio_vs_trl: float | None = None
+    extra: dict = field(default_factory=dict)
+    log: str = ""
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def resolve_models() -> dict[str, Path]:
+    """The policy folder (converted once by rlhfkit) and the two untrained reward models built from it."""
+    from rlhfkit.models.load import resolve_model_path
+
+    policy = resolve_model_path("smollm2-135m-instruct")
+    return {
+        "policy": policy,
+        "smollm2_rm": untrained_reward_model(policy, CACHE / "smollm2-rm"),
+        "minilm_rm": untrained_reward_model(resolve_model_path("minilm-l6"), CACHE / "minilm-rm"),
+    }
+
+
+def untrained_reward_model(base: Path, target: Path) -> Path:
+    """A sequence classifier (num_labels=1, random score head, seed 0) with its tokenizer, saved once."""
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhfkit.models.load import fix_pad_token
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+    fix_pad_token(tokenizer, model)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def write_prompts(n: int) -> Path:
+    """n short instructions of similar length as {"prompt": text} JSONL, read by both implementations."""
+    path = CACHE / "prompts.jsonl"
+    lines = []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        suffix = "" if i < len(TOPICS) else f" (take {i // len(TOPICS) + 1})"
+        lines.append(json.dumps({"prompt": f"Explain {topic} to a curious teenager in a few sentences.{suffix}"}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------- running
+def run_measured(cmd: list[str], log: Path) -> tuple[int, float, float]:
+    """Run cmd with stdout+stderr to log. Returns (exit code, peak RSS MB of that child alone, wall seconds).
+
+    os.wait4 gives the rusage of this one child; RUSAGE_CHILDREN would be the max over every child so far."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=CHILD_ENV, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the child is already reaped
+    return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - start  # ru_maxrss is in kB
+
+
+def last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(empty log)"
+
+
+def run_trl(row: Row, models: dict[str, Path], prompts: Path, steps: int) -> None:
+    if not TRL_PYTHON.is_file():
+        row.status, row.message = "skipped", "bench/.venv-trl missing: run `bash bench/setup_trl.sh` first"
+        return
+    result = CACHE / "trl-result.json"
+    result.unlink(missing_ok=True)
+    s = SETTING
+    cmd = [str(TRL_PYTHON), str(BENCH / "trl_ppo_worker.py"), "--policy", str(models["policy"]),
+           "--reward-model", str(models["smollm2_rm"]), "--value-model", str(models["smollm2_rm"]),
+           "--prompts", str(prompts), "--output", str(CACHE / "runs" / row.name), "--result", str(result),
+           "--steps", str(steps), "--batch-size", str(s["batch_size"]), "--max-new-tokens", str(s["max_new_tokens"]),
+           "--ppo-epochs", str(s["ppo_epochs"]), "--num-minibatches", str(s["num_minibatches"]),
+           "--temperature", str(s["temperature"]), "--seed", str(s["seed"])]
+    code, row.peak_rss_mb, wall_s = run_measured(cmd, Path(row.log))
+    if code != 0 or not result.is_file():
+        row.status, row.message = "failed", f"TRL worker exited {code}: {last_line(Path(row.log))}"
+        return
+    out = json.loads(result.read_text())
+    fill_times(row, out["step_times_s"], out["gen_times_s"], out["scoring_times_s"], out["training_times_s"])
+    row.extra = {k: out[k] for k in ("response_lengths", "optimizer_steps", "torch_threads", "versions")}
+    row.extra.update(worker_peak_rss_mb=out["peak_rss_mb"], wall_s=wall_s)
+    row.status = "ok"
+
+
+def rlhfkit_flags(row_name: str, models: dict[str, Path], prompts: Path, output: Path, steps: int) -> list[str]:
+    """The `rlhfkit ppo` command line of a row: the TRL setting, or the CPU defaults (LoRA, MiniLM RM)."""
+    s = SETTING
+    flags = ["ppo", "--policy", "smollm2-135m-instruct", "--prompts", str(prompts), "--output", str(output),
+             "--steps", str(steps), "--batch-size", str(s["batch_size"]), "--max-new-tokens", str(s["max_new_tokens"]),
+             "--ppo-epochs", str(s["ppo_epochs"]), "--num-minibatches", str(s["num_minibatches"]),
+             "--seed", str(s["seed"])]
+    if row_name == "rlhfkit defaults":
+        return flags + ["--lora", "--reward-model", str(models["minilm_rm"])]
+    dtype = "bf16" if row_name.endswith("bf16") else "fp32"
+    return flags + ["--no-lora", "--dtype", dtype, "--reward-model", str(models["smollm2_rm"]),
+                    "--value-model", str(models["smollm2_rm"]),
+                    # TRL samples with top-k 0, top-p 1 and saves nothing while training (save_strategy="no")
+                    "--temperature", str(s["temperature"]), "--top-p", "1.0", "--top-k", "0", "--save-every", "0"]
+
+
+def run_rlhfkit(row: Row, models: dict[str, Path], prompts: Path, steps: int) -> None:
+    if not RLHFKIT_CLI.is_file():
+        row.status, row.message = "skipped", f"{RLHFKIT_CLI.relative_to(ROOT)} missing: run `make setup` first"
+        return
+    help_check = subprocess.run([str(RLHFKIT_CLI), "ppo", "--help"], capture_output=True, env=CHILD_ENV)
+    if help_check.returncode != 0:
+        row.status, row.message = "skipped", "this rlhfkit has no `ppo` command yet"
+        return
+    output = CACHE / "runs" / row.name.replace(" ", "-")
+    shutil.rmtree(output, ignore_errors=True)  # a stale checkpoint would make it resume
+    code, row.peak_rss_mb, wall_s = run_measured([str(RLHFKIT_CLI), *rlhfkit_flags(row.name, models, prompts,
+                                                                                    output, steps)], Path(row.log))
+    metrics = output / "metrics.jsonl"
+    steps_logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
+        if metrics.is_file() else []
+    steps_logged = [m for m in steps_logged if "step_time_s" in m]
+    if code != 0 or not steps_logged:
+        if "No module named 'rlhfkit.trainers.ppo'" in Path(row.log).read_text(errors="replace"):
+            row.status, row.message = "skipped", "`rlhfkit ppo` is not implemented yet (no rlhfkit.trainers.ppo)"
+        else:
+            row.status, row.message = "failed", f"rlhfkit ppo exited {code}: {last_line(Path(row.log))}"
+        return
+    fill_times(row, *([m.get(k, 0.0) for m in steps_logged]
+                      for k in ("step_time_s", "time/generation_s", "time/scoring_s", "time/training_s")))
+    lengths = [m["rollout/response_len"] for m in steps_logged if "rollout/response_len" in m]
+    row.extra = {"response_len_mean": sum(lengths) / len(lengths) if lengths else None, "wall_s": wall_s}
+    row.status = "ok"
+
+
+def fill_times(row: Row, step_s: list, generation_s: list, scoring_s: list, training_s: list) -> None:
+    """Per-step lists (warm-up first) -> the row's means over the timed steps."""
+    def timed_mean(values: list) -> float:
+        timed = values[1:] if len(values) > 1 else values
+        return sum(timed) / len(timed)
+
+    row.step_times_s = [round(t, 3) for t in step_s]
+    row.s_per_step, row.generation_s = timed_mean(step_s), timed_mean(generation_s)
+    row.scoring_s, row.training_s = timed_mean(scoring_s), timed_mean(training_s)
+
+
+# ----------------------------------------------------------------------------------------- reporting
+def add_ratios(rows: list[Row]) -> None:
+    trl = next((r for r in rows if r.impl == "trl" and r.status == "ok"), None)
+    for row in rows:
+        if trl is not None and row.status == "ok":
+            row.time_ratio_vs_trl = row.s_per_step / trl.s_per_step
+            row.rss_ratio_vs_trl = row.peak_rss_mb / trl.peak_rss_mb
+
+
+def print_table(rows: list[Row], steps: int) -> None:
+    def num(x, fmt):
+        return format(x, fmt) if x is not None else "-"
+
+    print(f"\nPPO, {SETTING['batch_size']} prompts x {SETTING['max_new_tokens']} tokens, "
+          f"{SETTING['ppo_epochs']} epochs x {SETTING['num_minibatches']} minibatches; {steps} steps, first = warm-up")
+    head = f"{'row':<20}{'s/step':>8}{'gen s':>8}{'score s':>8}{'train s':>8}{'peak RSS MB':>12}" \
+           f"{'time x TRL':>11}{'RSS x TRL':>10}"
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        if r.status != "ok":
+            print(f"{r.name:<20}{r.status}: {r.message}")
+            continue
+        print(f"{r.name:<20}{num(r.s_per_step, '8.2f')}{num(r.generation_s, '8.2f')}{num(r.scoring_s, '8.2f')}"
+              f"{num(r.training_s, '8.2f')}{num(r.peak_rss_mb, '12.0f')}{num(r.time_ratio_vs_trl, '11.2f')}"
+              f"{num(r.rss_ratio_vs_trl, '10.2f')}")
+
+
+def merged_with_stored(rows: list[Row], setting: dict, path: Path) -> list[Row]:
+    """Rows run now, plus rows of the same setting kept from the last results file."""
+    if not path.is_file():
+        return rows
+    stored = json.loads(path.read_text())
+    if stored.get("setting") != setting:
+        return rows
+    old = {r["name"]: Row(**r) for r in stored["rows"]}
+    return [r if r.status != "not run" or r.name not in old else old[r.name] for r in rows]
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+# ----------------------------------------------------------------------------------------- main
+ROWS = [("TRL fp32", "trl"), ("rlhfkit fp32", "rlhfkit"), ("rlhfkit bf16", "rlhfkit"),
+        ("rlhfkit defaults", "rlhfkit")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=4, help="PPO steps per row, the first being warm-up")
+    parser.add_argument("--only", choices=["all", "trl", "rlhfkit"], default="all", help="which rows to run")
+    args = parser.parse_args()
+    if args.steps < 2:
+        parser.error("--steps must be at least 2: the first step is warm-up")
+    setting = {**SETTING, "steps": args.steps}
+    CACHE.mkdir(exist_ok=True)
+    models = resolve_models()
+    prompts = write_prompts(SETTING["batch_size"] * args.steps)
+
+    rows = [Row(name, impl, log=str(RESULTS / "logs" / f"{name.replace(' ', '-')}.log")) for name, impl in ROWS]
+    for row in rows:
+        if args.only in ("all", row.impl):
+            print(f"running {row.name} ({args.steps} steps; log: {Path(row.log).relative_to(ROOT)}) ...",
+                  flush=True)
+            (run_trl if row.impl == "trl" else run_rlhfkit)(row, models, prompts, args.steps)
+    out = RESULTS / "ppo_vs_trl.json"
+    rows = merged_with_stored(rows, setting, out)
+    add_ratios(rows)
+    print_table(rows, args.steps)
+    machine = {"cores": os.cpu_count(), "cpu": cpu_name(), "python": sys.version.split()[0]}
+    summary = {"setting": setting, "machine": machine, "rows": [asdict(r) for r in rows]}
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+    return 1 if any(r.status == "failed" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The end-to-end demo: SFT model -> simulated preferences -> reward model -> PPO -> held-out evaluation -> report.
+
+Stages write into the run folder and end with a `<stage>/done.json` marker; a rerun skips finished stages.
+The simulated annotator (rlhfkit.eval.gold) is the "human": a known gold reward, so the report can show
+whether RLHF improved what the annotator wanted, not only what the learned reward model says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from rlhfkit.atomic import write_text
+from rlhfkit.config import DemoConfig, RMConfig, save_config
+from rlhfkit.data.readers import load_prompts, read_rows
+from rlhfkit.eval import gold
+from rlhfkit.eval.compare import evaluate_policies, summarize
+from rlhfkit.eval.prompts import shipped_prompts
+from rlhfkit.models.load import load_causal_lm, load_tokenizer
+from rlhfkit.models.reward import RewardModel
+from rlhfkit.rollout import generate
+from rlhfkit.tracking import progress
+from rlhfkit.trainers import loop
+
+log = logging.getLogger(__name__)
+
+QUICK = {"rm_prompts": 12, "rm_val_prompts": 4, "samples_per_prompt": 2, "pairs_per_prompt": 1, "rm_epochs": 1,
+         "eval_prompts": 8, "ppo.steps": 2, "ppo.batch_size": 4, "generation.max_new_tokens": 12,
+         "ppo.generation.max_new_tokens": 12}
+
+
+def apply_quick(cfg: DemoConfig) -> DemoConfig:
+    """--quick: tiny sizes for a smoke run (the tests use it)."""
+    for key, value in QUICK.items():
+        obj, *path = [cfg, *key.split(".")]
+        for part in path[:-1]:
+            obj = getattr(obj, part)
+        setattr(obj, path[-1], value)
+    return cfg
+
+
+def split_prompts(cfg: DemoConfig) -> tuple[list, list]:
+    """(train, held-out) prompts: the shipped fixed split, or a file's `split` column, or a seeded 80/20 split."""
+    if cfg.prompts is None:
+        return shipped_prompts("train"), shipped_prompts("heldout")
+    prompts, _ = load_prompts(cfg.prompts)
+    splits = [row.get("split") for _, row in read_rows(cfg.prompts)]
+    if all(s in ("train", "heldout") for s in splits):
+        return ([p for p, s in zip(prompts, splits) if s == "train"],
+                [p for p, s in zip(prompts, splits) if s == "heldout"])
+    order = list(range(len(prompts)))
+    random.Random(cfg.seed).shuffle(order)
+    cut = int(0.8 * len(order))
+    return [prompts[i] for i in order[:cut]], [prompts[i] for i in order[cut:]]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def collect_preferences(cfg: DemoConfig, train_prompts: list, out: Path) -> dict:
+    """Stage 2: K samples per prompt from the SFT policy, gold-scored, labelled with Bradley–Terry noise."""
+    tokenizer = load_tokenizer(cfg.policy, padding_side="left")
+    lm = load_causal_lm(cfg.policy).eval()
+    n = cfg.rm_prompts + cfg.rm_val_prompts
+    prompts = train_prompts[:n]
+    repeated = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
+    responses: list[str] = []
+    torch.manual_seed(cfg.seed)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.ppo.dtype == "bf16")
+    for i in progress(range(0, len(repeated), cfg.generation_batch_size), desc="sampling for labels"):
+        with autocast:
+            responses += generate(lm, tokenizer, repeated[i : i + cfg.generation_batch_size], cfg.generation).responses
+    k = cfg.samples_per_prompt
+    per_prompt = [responses[i * k : (i + 1) * k] for i in range(len(prompts))]
+    scores = [gold.gold_rewards([p] * k, rs) for p, rs in zip(prompts, per_prompt)]
+    pairs = gold.label_pairs(prompts, per_prompt, scores, cfg.label_temperature, cfg.seed, cfg.pairs_per_prompt)
+    train_set = set(prompts[: cfg.rm_prompts])
+    write_jsonl(out / "prefs.jsonl", [p for p in pairs if p["prompt"] in train_set])
+    write_jsonl(out / "prefs_val.jsonl", [p for p in pairs if p["prompt"] not in train_set])
+    return {"n_prompts": len(prompts), "k": k, "n_pairs": len(pairs), "label_temperature": cfg.label_temperature,
+            "gold_agreement": sum(p["gold_agrees"] for p in pairs) / max(len(pairs), 1),
+            "sft_gold_mean": sum(map(sum, scores)) / max(len(responses), 1)}
+
+
+def train_rm(cfg: DemoConfig, prefs: Path, out: Path) -> dict:
+    """Stage 3: the learned (proxy) reward model; validation accuracy vs noisy labels and vs gold ordering."""
+    from rlhfkit.trainers.rm import train_reward_model
+
+    rm_cfg = RMConfig(data=str(prefs / "prefs.jsonl"), eval_data=str(prefs / "prefs_val.jsonl"), base=cfg.rm_base,
+                      output=str(out), epochs=cfg.rm_epochs, seed=cfg.seed, max_length=128)
+    final = train_reward_model(rm_cfg)
+    rows = [r for _, r in read_rows(prefs / "prefs_val.jsonl")]
+    rm = RewardModel.from_pretrained(out)
+    chosen = rm.score([r["prompt"] for r in rows], [r["chosen"] for r in rows])
+    rejected = rm.score([r["prompt"] for r in rows], [r["rejected"] for r in rows])
+    gold_order = [(c > r) == (g["gold_chosen"] > g["gold_rejected"]) for c, r, g in zip(chosen, rejected, rows)
+                  if g["gold_chosen"] != g["gold_rejected"]]
+    return {"val_accuracy": final.get("eval/accuracy"), "val_gold_accuracy": sum(gold_order) / max(len(gold_order), 1),
+            "n_val_pairs": len(rows)}
+
+
+def run_ppo(cfg: DemoConfig, train_prompts: list, rm_dir: Path, out: Path) -> dict:
+    """Stage 4: PPO (LoRA by default) against the learned RM; the gold reward is logged, never optimised."""
+    from rlhfkit.trainers.ppo import train_ppo
+
+    prompts_file = out.parent / "prompts_train.jsonl"
+    write_jsonl(prompts_file, [{"prompt": p} for p in train_prompts])
+    ppo_cfg = dataclasses.replace(cfg.ppo, policy=cfg.policy, reward_model=str(rm_dir), prompts=str(prompts_file),
+                                  output=str(out), seed=cfg.seed, merge_lora=True)
+    return train_ppo(ppo_cfg, monitors={"gold": gold.gold_rewards})
+
+
+def evaluate(cfg: DemoConfig, heldout: list, policies: dict[str, str], rm_dir: Path, out: Path) -> dict:
+    """Stage 5: every policy on held-out prompts, scored by gold and the learned RM, with KL to the SFT model."""
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.ppo.dtype == "bf16")  # noqa: E731
+    result = evaluate_policies(policies, heldout[: cfg.eval_prompts], reference=cfg.policy,
+                               gen_cfg=cfg.generation, reward_model=RewardModel.from_pretrained(rm_dir),
+                               gold=gold.gold_rewards, batch_size=cfg.generation_batch_size, seed=cfg.seed,
+                               autocast=autocast)
+    write_text(out / "eval.json", json.dumps(result, indent=1))
+    return summarize(result, baseline="sft", seed=cfg.seed)
+
+
+def run_stage(name: str, run: Path, force: bool, fn, timings: dict) -> dict:
+    """Run `fn()` unless `run/name/done.json` exists; the marker holds its result and seconds."""
+    marker = run / name / "done.json"
+    if marker.is_file() and not force:
+        done = json.loads(marker.read_text())
+        log.info("stage %s: done already (%.0f s), skipped; --force reruns it", name, done["seconds"])
+    else:
+        log.info("stage %s ...", name)
+        (run / name).mkdir(parents=True, exist_ok=True)
+        start = time.time()
+        done = {"result": fn(), "seconds": time.time() - start}
+        write_text(marker, json.dumps(done, indent=2, default=float))
+    timings[name] = done["seconds"]
+    return done["result"]
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """All stages, then summary.json and report.html. Returns the summary."""
+    if cfg.quick:
+        cfg = apply_quick(cfg)
+    loop.seed_everything(cfg.seed)
+    run, timings = Path(cfg.output), {}
+    save_config(cfg, run / "config.yaml")
+    train_prompts, heldout = split_prompts(cfg)
+    prefs = run_stage("prefs", run, cfg.force, lambda: collect_preferences(cfg, train_prompts, run / "prefs"), timings)
+    rm = run_stage("rm", run, cfg.force, lambda: train_rm(cfg, run / "prefs", run / "rm"), timings)
+    run_stage("ppo", run, cfg.force, lambda: run_ppo(cfg, train_prompts, run / "rm", run / "ppo"), timings)
+    methods = run_stage("eval", run, cfg.force, lambda: evaluate(
+        cfg, heldout, {"sft": cfg.policy, "ppo": str(run / "ppo" / "policy")}, run / "rm", run / "eval"), timings)
+    summary = make_summary(cfg, prefs, rm, methods, timings)
+    write_text(run / "summary.json", json.dumps(summary, indent=2))
+    from rlhfkit.report.html import build_report
+
+    build_report(run)
+    return summary
+
+
+def make_summary(cfg: DemoConfig, prefs: dict, rm: dict, methods: dict, timings: dict) -> dict:
+    """summary.json: the documented top-level figures (README "summary.json") plus per-method details."""
+    sft, ppo = methods["sft"], methods["ppo"]
+    return {
+        "gold_reward_sft": sft["gold"], "gold_reward_rlhf": ppo["gold"], "gold_delta": ppo["gold_delta"],
+        "gold_delta_ci95": ppo["gold_delta_ci95"], "rm_reward_sft": sft["rm"], "rm_reward_rlhf": ppo["rm"],
+        "kl_rlhf": ppo["kl"], "kl_rlhf_ci95": ppo["kl_ci95"], "win_rate_gold": ppo["win_rate_gold"],
+        "win_rate_gold_ci95": ppo["win_rate_gold_ci95"], "rm_val_accuracy": rm["val_accuracy"],
+        "rm_val_gold_accuracy": rm["val_gold_accuracy"], "response_len_sft": sft["response_len"],
+        "response_len_rlhf": ppo["response_len"], "n_eval_prompts": sft["n"],
+        "wall_seconds": sum(timings.values()), "stage_seconds": timings, "prefs": prefs,
+        "methods": methods, "config": dataclasses.asdict(cfg),
+    }

@@ -1,0 +1,440 @@
+"""The run report: reads a run folder's files and writes one self-contained report.html (plots as base64 PNG).
+
+Order, so a reviewer gets the answer in two minutes: headline sentence; what was trained on what and how
+long each stage took; over-optimisation warnings; held-out tables and plots; training curves; samples.
+Any file may be missing (an `rlhfkit eval` run has only eval/): the report renders what exists and names
+what is not there. Reads files only; never imports a trainer or loads a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+from rlhfkit.atomic import write_text
+from rlhfkit.errors import DataError
+from rlhfkit.eval import stats
+from rlhfkit.report import plots
+from rlhfkit.report.checks import finite, finite_pair, overoptimisation_warnings
+
+log = logging.getLogger(__name__)
+
+N_SAMPLES = 8  # prompts in the side-by-side samples table
+# file in the run folder -> (RunFiles attribute, what the report shows from it; named if the file is missing)
+RUN_FILES = {
+    "summary.json": ("summary", "headline, timings, methods table (rebuilt from eval/eval.json if present)"),
+    "prefs/summary.json": ("prefs", "preference-data description"),
+    "rm/metrics.jsonl": ("rm_rows", "reward-model training curves"),
+    "ppo/metrics.jsonl": ("ppo_rows", "PPO training curves"),
+    "eval/eval.json": ("eval", "held-out distributions, per-prompt changes and samples"),
+}
+# rlhfkit.eval.compare.summarize's short method keys -> the names the report uses (either may be in a file)
+METHOD_KEY_ALIASES = {"gold": "gold_reward", "gold_ci95": "gold_reward_ci95", "rm": "rm_reward",
+                      "rm_ci95": "rm_reward_ci95"}
+# config keys (last dotted component) that say what was trained on what
+SETUP_KEYS = ("policy", "base", "model", "reward_model", "value_model", "prompts", "data", "eval_data")
+
+CSS = """
+body { font: 15px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; margin-top: 1.8em; }
+.meta { color: #777; font-size: 0.9em; } .headline { font-size: 1.25em; font-weight: 600; margin: 0.8em 0; }
+.warn { background: #fff4e5; border: 2px solid #e69500; border-radius: 6px; padding: 0.6em 1em; }
+.ok { background: #eef8ee; border: 1px solid #7bb87b; border-radius: 6px; padding: 0.6em 1em; }
+.note { color: #555; background: #f5f5f5; border-radius: 6px; padding: 0.5em 1em; }
+table { border-collapse: collapse; margin: 0.8em 0; } td, th { border: 1px solid #ccc; padding: 4px 8px; }
+th { background: #f0f0f0; text-align: left; } td.num { text-align: right; white-space: nowrap; }
+.samples td { vertical-align: top; white-space: pre-wrap; max-width: 340px; font-size: 0.9em; }
+.score { color: #555; font-size: 0.85em; margin-top: 0.4em; }
+figure { display: inline-block; margin: 0.5em 1em 1em 0; max-width: 100%; }
+img { max-width: 100%; } figcaption { color: #555; font-size: 0.88em; max-width: 600px; }
+"""
+
+
+@dataclass
+class RunFiles:
+    """The parsed files of one run folder; a missing or unreadable file keeps its empty default."""
+
+    summary: dict = field(default_factory=dict)
+    prefs: dict = field(default_factory=dict)
+    rm_rows: list[dict] = field(default_factory=list)
+    ppo_rows: list[dict] = field(default_factory=list)
+    eval: dict = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # RUN_FILES names not in the folder
+    problems: list[str] = field(default_factory=list)  # unreadable files or lines, shown in the report
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    """Parse the RUN_FILES present in `run_dir`; never raises on a missing or malformed file."""
+    run = RunFiles()
+    for name, (attr, _) in RUN_FILES.items():
+        path = Path(run_dir) / name
+        if not path.is_file():
+            run.missing.append(name)
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            if name.endswith(".jsonl"):
+                value = _parse_jsonl(text, name, run.problems)
+            else:
+                value = json.loads(text)
+                if not isinstance(value, dict):
+                    raise ValueError(f"expected a JSON object, found {type(value).__name__}")
+        except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+            log.warning("report: cannot read %s: %s", path, e)
+            run.problems.append(f"{name}: {e}")
+            continue
+        setattr(run, attr, value)
+    return run
+
+
+def _parse_jsonl(text: str, name: str, problems: list[str]) -> list[dict]:
+    # A run killed mid-write can leave a torn last line: skip such lines (and say so), keep the rest.
+    rows, bad = [], []
+    for i, line in enumerate(text.splitlines(), start=1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except ValueError:
+            row = "bad"
+        if isinstance(row, dict):
+            rows.append(row)
+        elif row is not None:
+            bad.append(i)
+    if bad:
+        problems.append(f"{name}: skipped unreadable line(s) {', '.join(map(str, bad[:5]))}")
+    return rows
+
+
+def pick_policies(policies: list[str], baseline: str | None = None) -> tuple[str | None, str | None]:
+    """(baseline, candidate): `baseline` if given, else "sft", else the first policy; then "ppo", else the
+    first other one."""
+    if baseline not in policies:
+        baseline = "sft" if "sft" in policies else (policies[0] if policies else None)
+    base = baseline
+    others = [p for p in policies if p != base]
+    return base, ("ppo" if "ppo" in others else (others[0] if others else None))
+
+
+def _eval_rows(ev: dict) -> list[dict]:
+    return [r for r in ev.get("rows") or [] if isinstance(r, dict)]
+
+
+def _eval_policies(ev: dict) -> list[str]:
+    return [p for p in ev.get("policies") or [] if isinstance(p, str)]
+
+
+def _entry(row: dict, policy: str) -> dict:
+    """One policy's {"response", "gold", "rm", "kl", "len"} in an eval row ({} when absent)."""
+    e = row.get(policy)
+    return e if isinstance(e, dict) else {}
+
+
+def _values(rows: list[dict], policy: str, key: str) -> list[float]:
+    return [v for v in (finite(_entry(r, policy).get(key)) for r in rows) if v is not None]
+
+
+def _paired(rows: list[dict], a: str, b: str, key: str) -> tuple[list[float], list[float]]:
+    """Values of `key` for policies a and b on the prompts where both have one, aligned by prompt."""
+    pairs = [(finite(_entry(r, a).get(key)), finite(_entry(r, b).get(key))) for r in rows]
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def summary_from_eval(ev: dict, baseline: str | None = None) -> dict:
+    """summary.json's held-out keys (and `methods`) computed from eval/eval.json: 95% percentile-bootstrap
+    CIs over prompts (rlhfkit.eval.stats). Fills what the run's summary.json lacks (`rlhfkit eval` writes
+    only `methods`)."""
+    rows, policies = _eval_rows(ev), _eval_policies(ev)
+    base, cand = pick_policies(policies, baseline)
+    methods = {}
+    for p in policies:
+        gold, kl = _values(rows, p, "gold"), _values(rows, p, "kl")
+        if not gold:
+            continue
+        m = {"gold_reward": _mean(gold), "gold_reward_ci95": list(stats.bootstrap_ci(gold)[1:]),
+             "rm_reward": _mean(_values(rows, p, "rm")), "kl": _mean(kl),
+             "kl_ci95": list(stats.bootstrap_ci(kl)[1:]) if kl else None,
+             "response_len": _mean(_values(rows, p, "len"))}
+        a, b = _paired(rows, base, p, "gold")
+        if p != base and a:
+            rate, low, high = stats.win_rate_ci(a, b)
+            m.update(win_rate_gold=rate, win_rate_gold_ci95=[low, high])
+        methods[p] = m
+    out: dict = {"methods": methods}
+    if base in methods and cand in methods:
+        a, b = _paired(rows, base, cand, "gold")
+        out.update(gold_reward_sft=methods[base]["gold_reward"],
+                   gold_reward_rlhf=methods[cand]["gold_reward"],
+                   gold_delta_ci95=list(stats.paired_bootstrap_diff(a, b)[1:]),
+                   rm_reward_sft=methods[base]["rm_reward"], rm_reward_rlhf=methods[cand]["rm_reward"],
+                   kl_rlhf=methods[cand]["kl"], win_rate_gold=methods[cand].get("win_rate_gold"),
+                   win_rate_gold_ci95=methods[cand].get("win_rate_gold_ci95"))
+    return out
+
+
+# --------------------------------------------------------------------------- formatting
+def _num(value, spec: str = ".3f") -> str:
+    v = finite(value)
+    return "—" if v is None else format(v, spec)
+
+
+def _ci(value, spec: str = ".3f") -> str:
+    ci = finite_pair(value)
+    return f"[{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else ""
+
+
+def _duration(seconds) -> str:
+    s = finite(seconds)
+    if s is None:
+        return "—"
+    if s < 60:
+        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {s % 60:02.0f} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def _table(header: list[str], rows: list[list[str]], *, numeric: tuple[int, ...] = (), cls: str = "") -> str:
+    """An HTML table of already-escaped cells; the `numeric` columns are right-aligned."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+
+
+def _figure(fig, caption: str) -> str:
+    data = base64.b64encode(plots.figure_png(fig)).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# --------------------------------------------------------------------------- sections
+def headline(summary: dict, rlhf: str = "RLHF", base: str = "SFT") -> str:
+    """The one-sentence result: gold reward before/after with the Δ CI, KL, and gold win rate (plain text)."""
+    g0, g1 = finite(summary.get("gold_reward_sft")), finite(summary.get("gold_reward_rlhf"))
+    if g0 is None or g1 is None:
+        methods = summary.get("methods") or {}
+        golds = [f"{name} {_num(m.get('gold_reward'))}" for name, m in methods.items() if isinstance(m, dict)]
+        if golds:
+            return "Held-out gold reward: " + ", ".join(golds) + "."
+        return "No held-out results in this run: neither summary.json nor eval/eval.json has gold rewards."
+    delta, ci = g1 - g0, finite_pair(summary.get("gold_delta_ci95"))
+    low, high = ci if ci else (delta, delta)
+    verb = "raised" if low > 0 else "lowered" if high < 0 else "did not clearly change"
+    text = f"{rlhf} {verb} held-out gold reward from {g0:.3f} to {g1:.3f} (Δ = {delta:+.3f}"
+    text += f", 95% CI {_ci(ci)})" if ci else ")"
+    if finite(summary.get("kl_rlhf")) is not None:
+        text += f" at KL = {_num(summary['kl_rlhf'], '.2f')} nats"
+    if finite(summary.get("win_rate_gold")) is not None:
+        text += f"; gold win rate vs {base} {_num(summary['win_rate_gold'], '.2f')}"
+        text += f" {_ci(summary.get('win_rate_gold_ci95'), '.2f')}".rstrip()
+    return text + "."
+
+
+def _subheadline(summary: dict) -> str:
+    parts = []
+    if finite(summary.get("rm_reward_sft")) is not None and finite(summary.get("rm_reward_rlhf")) is not None:
+        parts.append(f"Learned RM (proxy) reward {_num(summary['rm_reward_sft'])} → "
+                     f"{_num(summary['rm_reward_rlhf'])}.")
+    if finite(summary.get("rm_val_accuracy")) is not None:
+        parts.append(f"RM held-out accuracy {_num(summary['rm_val_accuracy'], '.2f')} vs the noisy labels, "
+                     f"{_num(summary.get('rm_val_gold_accuracy'), '.2f')} vs the gold ordering.")
+    return " ".join(parts)
+
+
+def _setup_sentences(run: RunFiles) -> list[str]:
+    """Plain-text sentences: the data, the models and how long each training stage ran."""
+    out, p = [], run.prefs
+    if p:
+        out.append(f"Preferences: {p.get('n_pairs', '?')} pairs from {p.get('n_prompts', '?')} prompts × "
+                   f"{p.get('k', '?')} responses, labelled by the simulated annotator (Bradley–Terry, "
+                   f"temperature {p.get('label_temperature', '?')}); {_num(p.get('gold_agreement'), '.0%')} "
+                   "of labels agree with the gold ordering.")
+    config = run.summary.get("config")
+    flat = _flatten(config) if isinstance(config, dict) else {}
+    chosen = {k: v for k, v in flat.items() if k.split(".")[-1] in SETUP_KEYS and isinstance(v, str)}
+    if chosen:
+        out.append("Models and data: " + "; ".join(f"{k} = {v}" for k, v in chosen.items()) + ".")
+    if run.rm_rows:
+        epochs = {r.get("epoch") for r in run.rm_rows if r.get("epoch") is not None}
+        out.append(f"Reward model: {len(epochs) or len(run.rm_rows)} epoch(s); final held-out accuracy "
+                   f"{_num(run.rm_rows[-1].get('eval/accuracy'), '.2f')}.")
+    if run.ppo_rows:
+        times = [t for t in (finite(r.get("step_time_s")) for r in run.ppo_rows) if t is not None]
+        last = run.ppo_rows[-1]
+        out.append(f"PPO: {last.get('step', len(run.ppo_rows))} steps; final β (ppo/kl_coef) "
+                   f"{_num(last.get('ppo/kl_coef'), '.3g')}; mean step time {_duration(_mean(times))}.")
+    if run.eval:
+        out.append(f"Held-out evaluation: {len(_eval_rows(run.eval))} prompts; policies "
+                   f"{', '.join(_eval_policies(run.eval))}.")
+    return out
+
+
+def _setup_section(run: RunFiles) -> str:
+    parts = ["<h2>What was trained, on what, and for how long</h2>"]
+    parts += [f"<p>{escape(s)}</p>" for s in _setup_sentences(run)]
+    stage_seconds = run.summary.get("stage_seconds")
+    stage_seconds = stage_seconds if isinstance(stage_seconds, dict) else {}
+    wall = finite(run.summary.get("wall_seconds"))
+    if stage_seconds or wall:
+        total = wall or sum(v for v in map(finite, stage_seconds.values()) if v is not None) or None
+        rows = [[escape(str(k)), _duration(v),
+                 _num(finite(v) / total, ".0%") if total and finite(v) is not None else "—"]
+                for k, v in stage_seconds.items()]
+        rows.append(["<b>total (wall)</b>", _duration(total), ""])
+        parts.append(_table(["stage", "time", "share of wall time"], rows, numeric=(1, 2)))
+    if run.missing:
+        items = "".join(f"<li><code>{escape(n)}</code>: {escape(RUN_FILES[n][1])}</li>" for n in run.missing)
+        parts.append(f'<div class="note">Not in this run (sections left out):<ul>{items}</ul></div>')
+    if run.problems:
+        items = "".join(f"<li>{escape(p)}</li>" for p in run.problems)
+        parts.append(f'<div class="warn">Unreadable input:<ul>{items}</ul></div>')
+    if isinstance(run.summary.get("config"), dict):
+        rows = [[escape(k), escape(json.dumps(v))] for k, v in _flatten(run.summary["config"]).items()]
+        parts.append(f"<details><summary>Full config</summary>{_table(['key', 'value'], rows)}</details>")
+    return "\n".join(parts)
+
+
+def _warnings_section(run: RunFiles, summary: dict) -> str:
+    recorded = isinstance(run.summary.get("warnings"), list)
+    warnings = run.summary["warnings"] if recorded else overoptimisation_warnings(run.ppo_rows, summary)
+    source = "recorded by the run" if recorded else "computed from these files by rlhfkit.report.checks"
+    if not warnings:
+        return f'<h2>Warnings</h2><p class="ok">No over-optimisation warnings ({source}).</p>'
+    items = "".join(f"<li>{escape(str(w))}</li>" for w in warnings)
+    return (f'<h2>Warnings</h2><div class="warn"><b>Possible over-optimisation</b> ({source}):'
+            f"<ul>{items}</ul></div>")
+
+
+def _methods_table(methods: dict, base: str) -> str:
+    rows = [[f"<b>{escape(name)}</b>",
+             f"{_num(m.get('gold_reward'))} {_ci(m.get('gold_reward_ci95'))}",
+             _num(m.get("rm_reward")),
+             f"{_num(m.get('kl'), '.2f')} {_ci(m.get('kl_ci95'), '.2f')}",
+             _num(m.get("response_len"), ".1f"),
+             f"{_num(m.get('win_rate_gold'), '.2f')} {_ci(m.get('win_rate_gold_ci95'), '.2f')}"]
+            for name, m in methods.items() if isinstance(m, dict)]
+    return _table(["method", "gold reward [95% CI]", "RM (proxy) reward", "KL nats [95% CI]",
+                   "response length", f"gold win rate vs {base} [95% CI]"], rows, numeric=(1, 2, 3, 4, 5))
+
+
+def _results_section(summary: dict, ev: dict, base: str, cand: str | None) -> str:
+    methods, parts = summary.get("methods") or {}, ["<h2>Held-out results</h2>"]
+    if methods:
+        parts.append(_methods_table(methods, base))
+        parts.append(_figure(plots.reward_vs_kl_figure(methods),
+                             "Gold reward vs √KL to the reference, one point per method (95% CI bars). "
+                             "Up and to the left is better: more gold for less KL."))
+    rows, policies = _eval_rows(ev), _eval_policies(ev)
+    golds = {p: _values(rows, p, "gold") for p in policies}
+    if any(golds.values()):
+        parts.append(_figure(plots.reward_histograms_figure({p: v for p, v in golds.items() if v}),
+                             "Per-prompt gold reward on held-out prompts, one histogram per policy."))
+    if cand:
+        a, b = _paired(rows, base, cand, "gold")
+        if a:
+            wins = sum(y > x for x, y in zip(a, b))
+            fig = plots.improvement_figure([y - x for x, y in zip(a, b)], f"gold {cand} − {base}")
+            parts.append(_figure(fig, f"Per-prompt gold change {cand} − {base}, sorted: "
+                                      f"{wins} of {len(a)} prompts improved."))
+    return "\n".join(parts) if len(parts) > 1 else ""
+
+
+def _curves_section(run: RunFiles) -> str:
+    parts = ["<h2>Training curves</h2>"]
+    if run.rm_rows:
+        parts.append(_figure(plots.rm_curves_figure(run.rm_rows),
+                             "Reward model per epoch: Bradley–Terry loss and held-out accuracy "
+                             "(vs the noisy labels)."))
+    if run.ppo_rows:
+        ppo = run.ppo_rows
+        parts.append(_figure(plots.proxy_gold_figure(ppo),
+                             "PPO rollouts per step: the learned RM (proxy, left axis) and the gold reward "
+                             "of the same samples (right axis). Proxy up while gold goes down = "
+                             "over-optimising."))
+        kl = plots.series_figure(ppo, "step", {"rollout/kl": "KL"}, "KL to the reference",
+                                 "nats per response")
+        parts.append(_figure(kl, "KL(policy ‖ reference) per PPO step."))
+        length = plots.series_figure(ppo, "step", {"rollout/response_len": "length"}, "Response length",
+                                     "tokens")
+        parts.append(_figure(length, "Mean response length per PPO step."))
+    return "\n".join(parts) if len(parts) > 1 else ""
+
+
+def _samples_section(ev: dict) -> str:
+    rows, policies = _eval_rows(ev), _eval_policies(ev)
+    if not rows or not policies:
+        return ""
+    body = []
+    for r in rows[:N_SAMPLES]:
+        cells = [escape(str(r.get("prompt", "")))]
+        for p in policies:
+            e = _entry(r, p)
+            cells.append(f"{escape(str(e.get('response', '—')))}"
+                         f'<div class="score">gold {_num(e.get("gold"))} · RM {_num(e.get("rm"))}</div>')
+        body.append(cells)
+    return (f"<h2>Samples (first {len(body)} held-out prompts)</h2>"
+            + _table(["prompt"] + [f"{p} response" for p in policies], body, cls="samples"))
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write `run_dir/report.html` from the run folder's files (see RUN_FILES) and return its path.
+
+    Args:
+        run_dir: a folder written by `rlhfkit demo` or `rlhfkit eval`; any of its files may be missing.
+    Returns:
+        The path of the written report.html (self-contained: inline CSS, plots as base64 PNG, no JS).
+    Raises:
+        DataError: `run_dir` is not a folder.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(str(run_dir), hint="not a folder; pass the output folder of `rlhfkit demo` or `eval`")
+    run = read_run(run_dir)
+    if not run.prefs and isinstance(run.summary.get("prefs"), dict):  # the demo copies it into summary.json
+        run.prefs = run.summary["prefs"]
+    baseline = run.summary.get("baseline")
+    summary = {**summary_from_eval(run.eval, baseline), **run.summary}  # the run's own numbers win
+    methods = summary.get("methods") if isinstance(summary.get("methods"), dict) else {}
+    summary["methods"] = {name: {METHOD_KEY_ALIASES.get(k, k): v for k, v in m.items()}
+                          for name, m in methods.items() if isinstance(m, dict)}
+    base, cand = pick_policies(_eval_policies(run.eval) or list(summary["methods"]), baseline)
+    rlhf = f"RLHF ({cand})" if cand else "RLHF"
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [
+        f"<h1>rlhfkit report: {escape(run_dir.resolve().name)}</h1>",
+        f'<p class="meta">{escape(str(run_dir.resolve()))} · generated {stamp}</p>',
+        f'<p class="headline">{escape(headline(summary, rlhf, (base or "sft").upper()))}</p>',
+        f"<p>{escape(_subheadline(summary))}</p>" if _subheadline(summary) else "",
+        _setup_section(run),
+        _warnings_section(run, summary),
+        _results_section(summary, run.eval, base or "sft", cand),
+        _curves_section(run),
+        _samples_section(run.eval),
+    ]
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>rlhfkit report: {escape(run_dir.resolve().name)}</title><style>{CSS}</style></head>\n"
+            "<body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
+    out = run_dir / "report.html"
+    # character references keep the page pure ASCII, so write_text works under any locale encoding
+    write_text(out, page.encode("ascii", "xmlcharrefreplace").decode("ascii"))
+    log.info("wrote %s", out)
+    return out

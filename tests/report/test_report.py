@@ -1,0 +1,218 @@
+"""Tests for rlhfkit.report: the HTML report from a hand-made run folder, and the over-optimisation checks."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from rlhfkit.errors import DataError
+from rlhfkit.report.checks import first_last_thirds, overoptimisation_warnings
+from rlhfkit.report.html import build_report
+
+SCRIPT = "<script>alert('x')</script>"
+
+
+def _ppo_rows(score, gold, kl=None, length=None):
+    """metrics.jsonl rows, one per step, from per-step lists (None where a list is not given)."""
+    n = len(score)
+    kl, length = kl or [1.0] * n, length or [20.0] * n
+    return [{"step": i + 1, "rollout/score_mean": score[i], "rollout/gold_mean": gold[i], "rollout/kl": kl[i],
+             "rollout/response_len": length[i], "ppo/kl_coef": 0.1, "step_time_s": 2.0} for i in range(n)]
+
+
+def _write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _eval(n_prompts=10):
+    """SFT gold = 0.1·i; PPO gold = 0.1·i + 0.2, except -0.3 on the last prompt; PPO's first response is a
+    <script> tag."""
+    rows = []
+    for i in range(n_prompts):
+        ppo_gold = 0.1 * i + (0.2 if i < n_prompts - 1 else -0.3)
+        rows.append({"prompt": f"prompt {i} & friends",
+                     "sft": {"response": f"sft answer {i}", "gold": 0.1 * i, "rm": 0.0, "kl": 0.0, "len": 10},
+                     "ppo": {"response": SCRIPT if i == 0 else f"ppo answer {i}", "gold": ppo_gold, "rm": 1.0,
+                             "kl": 2.0 + 0.1 * i, "len": 12}})
+    return {"policies": ["sft", "ppo"], "rows": rows}
+
+
+@pytest.fixture
+def full_run(tmp_path):
+    run = tmp_path / "run"
+    methods = {
+        "sft": {"gold_reward": 0.123, "gold_reward_ci95": [0.05, 0.2], "rm_reward": 0.0, "kl": 0.0,
+                "kl_ci95": [0.0, 0.0], "response_len": 10.0},
+        "ppo": {"gold_reward": 0.456, "gold_reward_ci95": [0.4, 0.5], "rm_reward": 1.0, "kl": 2.5,
+                "kl_ci95": [2.1, 2.9], "response_len": 12.0, "win_rate_gold": 0.9,
+                "win_rate_gold_ci95": [0.7, 1.0]},
+    }
+    _write_json(run / "summary.json", {
+        "gold_reward_sft": 0.123, "gold_reward_rlhf": 0.456, "gold_delta_ci95": [0.211, 0.444],
+        "rm_reward_sft": 0.0, "rm_reward_rlhf": 1.0, "kl_rlhf": 2.5, "win_rate_gold": 0.9,
+        "win_rate_gold_ci95": [0.7, 1.0], "rm_val_accuracy": 0.81, "rm_val_gold_accuracy": 0.77,
+        "wall_seconds": 600.0, "stage_seconds": {"prefs": 60.0, "rm": 120.0, "ppo": 360.0, "eval": 60.0},
+        "config": {"policy": "smollm2-135m-instruct", "rm": {"base": "minilm-l6", "epochs": 2}},
+        "methods": methods,
+    })
+    _write_json(run / "prefs" / "summary.json", {"n_prompts": 50, "k": 4, "n_pairs": 300,
+                                                 "label_temperature": 0.5, "gold_agreement": 0.83})
+    _write_jsonl(run / "rm" / "metrics.jsonl", [
+        {"step": 10 * e, "epoch": e, "train/loss": 0.7 - 0.1 * e, "eval/loss": 0.7 - 0.05 * e,
+         "eval/accuracy": 0.6 + 0.1 * e} for e in (1, 2)])
+    _write_jsonl(run / "ppo" / "metrics.jsonl", _ppo_rows([0.1, 0.2, None, 0.4, 0.5, 0.6],
+                                                         [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]))
+    _write_json(run / "eval" / "eval.json", _eval())
+    return run
+
+
+# --- build_report ------------------------------------------------------------------------------------------
+
+
+def test_report_has_headline_plots_and_escaped_samples(full_run):
+    out = build_report(full_run)
+    assert out == full_run / "report.html"
+    html = out.read_text()
+    # headline: numbers from summary.json, formatted in one sentence near the top
+    headline = re.search(r'<p class="headline">(.*?)</p>', html).group(1)
+    for number in ("0.123", "0.456", "+0.333", "[0.211, 0.444]", "KL = 2.50 nats", "0.90 [0.70, 1.00]"):
+        assert number in headline, number
+    assert "raised" in headline
+    assert html.index('class="headline"') < html.index("What was trained") < html.index("Warnings")
+    assert html.index("Warnings") < html.index("Held-out results") < html.index("Samples")
+    # setup: preference data, models from the config, stage timings
+    assert "300 pairs" in html and "minilm-l6" in html and "6 min 00 s" in html and "10 min 00 s" in html
+    # plots: methods reward-vs-KL, histograms, per-prompt change, RM curves, proxy/gold, KL, length
+    assert html.count('<img src="data:image/png;base64,') == 7
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    # samples: escaped, never live markup
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "prompt 0 &amp; friends" in html
+    assert "No over-optimisation warnings" in html  # proxy and gold both rise, short KL, gold CI above 0
+
+
+def test_report_shows_recorded_warnings_in_a_box(full_run):
+    summary = json.loads((full_run / "summary.json").read_text())
+    summary["warnings"] = ["KL is <huge>"]
+    _write_json(full_run / "summary.json", summary)
+    html = build_report(full_run).read_text()
+    assert '<div class="warn">' in html and "KL is &lt;huge&gt;" in html
+
+
+def test_report_computes_warnings_when_absent(full_run):
+    # proxy rises 0.1 → 0.6 while gold falls 0.35 → 0.1
+    _write_jsonl(full_run / "ppo" / "metrics.jsonl", _ppo_rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+                                                               [0.35, 0.3, 0.25, 0.2, 0.15, 0.1]))
+    html = build_report(full_run).read_text()
+    assert '<div class="warn">' in html and "Proxy (learned RM) score rose" in html
+
+
+def test_eval_only_folder_renders_from_eval_json(tmp_path):
+    run = tmp_path / "eval_run"
+    _write_json(run / "eval" / "eval.json", _eval())
+    html = build_report(run).read_text()
+    headline = re.search(r'<p class="headline">(.*?)</p>', html).group(1)
+    # sft mean = 0.1·(0+…+9)/10 = 0.45; ppo adds 0.2 on 9 prompts and -0.3 on one: 0.45 + (1.8 - 0.3)/10 = 0.6
+    assert "from 0.450 to 0.600" in headline and "+0.150" in headline
+    assert "0.90" in headline  # win rate: 9 of 10 prompts
+    for missing in ("summary.json", "prefs/summary.json", "rm/metrics.jsonl", "ppo/metrics.jsonl"):
+        assert f"<code>{missing}</code>" in html
+    assert "Training curves" not in html
+    assert "data:image/png;base64," in html and "&lt;script&gt;" in html
+
+
+def test_eval_cli_summary_with_short_method_keys(tmp_path):
+    # `rlhfkit eval` writes {"methods", "baseline"} with rlhfkit.eval.compare's keys (gold, gold_ci95, rm)
+    run = tmp_path / "eval_run"
+    _write_json(run / "eval" / "eval.json", _eval())
+    methods = {"sft": {"gold": 0.444, "gold_ci95": [0.3, 0.6], "rm": 0.0, "kl": 0.0, "response_len": 10.0},
+               "ppo": {"gold": 0.777, "gold_ci95": [0.7, 0.8], "rm": 1.0, "kl": 2.45, "response_len": 12.0,
+                       "win_rate_gold": 0.9, "win_rate_gold_ci95": [0.7, 1.0]}}
+    _write_json(run / "summary.json", {"methods": methods, "baseline": "sft"})
+    html = build_report(run).read_text()
+    assert "0.777 [0.700, 0.800]" in html  # methods table reads the short keys
+    assert "from 0.450 to 0.600" in html  # headline numbers still come from eval.json
+
+
+def test_empty_and_broken_folders_render_and_say_so(tmp_path):
+    html = build_report(tmp_path).read_text()
+    assert "No held-out results in this run" in html and "<code>eval/eval.json</code>" in html
+    (tmp_path / "summary.json").write_text("{not json")
+    _write_jsonl(tmp_path / "ppo" / "metrics.jsonl", _ppo_rows([0.1, 0.2], [0.1, 0.2]))
+    with open(tmp_path / "ppo" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "rollout/kl": 1.')  # torn last line
+    html = build_report(tmp_path).read_text()
+    assert "Unreadable input" in html and "summary.json:" in html and "skipped unreadable line(s) 3" in html
+    assert "Training curves" in html
+
+
+def test_missing_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="not a folder"):
+        build_report(tmp_path / "nope")
+
+
+# --- checks ------------------------------------------------------------------------------------------------
+
+
+def test_first_last_thirds_uses_disjoint_thirds_and_skips_missing():
+    rows = [{"x": v} for v in (1.0, 2.0, None, 3.0, 4.0, 5.0, 6.0)]  # 6 values: thirds of 2 → (1.5, 5.5)
+    assert first_last_thirds(rows, "x") == (1.5, 5.5)
+    assert first_last_thirds([{"x": 1.0}], "x") is None
+
+
+def test_proxy_up_gold_down_warns():
+    # proxy thirds: (0.1+0.2)/2 = 0.15 → (0.5+0.6)/2 = 0.55; gold: 0.325 → 0.125
+    rows = _ppo_rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.35, 0.3, 0.25, 0.2, 0.15, 0.1])
+    warnings = overoptimisation_warnings(rows, {})
+    assert len(warnings) == 1
+    assert "rose from 0.150 to 0.550" in warnings[0] and "fell from 0.325 to 0.125" in warnings[0]
+
+
+def test_both_rising_or_both_falling_does_not_warn():
+    up = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert overoptimisation_warnings(_ppo_rows(up, up), {}) == []
+    assert overoptimisation_warnings(_ppo_rows(up[::-1], up[::-1]), {}) == []
+
+
+def test_length_drift_warns_beyond_the_threshold_either_way():
+    flat = [0.1] * 6
+    # 20 → 31 tokens: +55% > 50%
+    longer = overoptimisation_warnings(_ppo_rows(flat, flat, length=[20, 20, 25, 25, 31, 31]), {})
+    assert len(longer) == 1 and "from 20.0 to 31.0 tokens (+55%" in longer[0]
+    # 20 → 29 tokens: +45% is within the default 50%, but not within 40%
+    rows = _ppo_rows(flat, flat, length=[20, 20, 25, 25, 29, 29])
+    assert overoptimisation_warnings(rows, {}) == []
+    assert len(overoptimisation_warnings(rows, {}, length_drift=0.4)) == 1
+    # 20 → 8 tokens: -60%
+    shorter = overoptimisation_warnings(_ppo_rows(flat, flat, length=[20, 20, 15, 15, 8, 8]), {})
+    assert len(shorter) == 1 and "(-60%" in shorter[0]
+
+
+def test_kl_above_threshold_at_the_end_warns():
+    flat = [0.1] * 6
+    # last third of KL: (11 + 13)/2 = 12 > 10; the early 1.0s do not dilute it
+    high = overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 11, 13]), {})
+    assert len(high) == 1 and "12.00 nats" in high[0]
+    assert overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 9, 10]), {}) == []
+    assert overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 9, 10]), {}, kl_threshold=9.0)
+    # no PPO rows: the held-out KL from the summary
+    assert "on held-out prompts" in overoptimisation_warnings([], {"kl_rlhf": 15.0})[0]
+
+
+def test_heldout_rm_gain_without_gold_gain_warns():
+    base = {"rm_reward_sft": 0.1, "rm_reward_rlhf": 0.9}
+    fell = overoptimisation_warnings([], {**base, "gold_delta_ci95": [-0.3, -0.1]})
+    assert len(fell) == 1 and "gold reward fell" in fell[0] and "[-0.300, -0.100]" in fell[0]
+    flat = overoptimisation_warnings([], {**base, "gold_delta_ci95": [-0.1, 0.2]})
+    assert len(flat) == 1 and "did not improve significantly" in flat[0]
+    assert overoptimisation_warnings([], {**base, "gold_delta_ci95": [0.05, 0.2]}) == []  # gold confirms it
+    assert overoptimisation_warnings([], {"rm_reward_sft": 0.9, "rm_reward_rlhf": 0.1,  # RM did not rise
+                                          "gold_delta_ci95": [-0.3, -0.1]}) == []
