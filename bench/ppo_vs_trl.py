@@ -114,17 +114,55 @@ def write_prompts(n: int) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- running
-def run_measured(cmd: list[str], log: Path) -> tuple[int, float, float]:
-    """Run cmd with stdout+stderr to log. Returns (exit code, peak RSS MB of that child alone, wall seconds).
+@dataclass
+class Measured:
+    exit_code: int
+    peak_rss_mb: float  # of this child alone
+    wall_s: float
+    foreign_cores: float  # CPU used meanwhile by every other process, in cores: > ~0.1 means a contended run
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds that all cores together have spent busy since boot (first line of /proc/stat)."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_idle(max_wait_s: float, busy_cores: float = 0.2, window_s: float = 2.0) -> float:
+    """Wait until other processes use under `busy_cores` cores (max `max_wait_s`); returns the last reading.
+
+    With 2 cores, one other busy process more than doubles a PyTorch step (OpenMP threads spin at barriers)."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before = busy_cpu_s()
+        time.sleep(window_s)
+        busy = (busy_cpu_s() - before) / window_s
+        if busy < busy_cores or time.monotonic() >= deadline:
+            return busy
+        print(f"  machine busy ({busy:.1f} cores in use by other processes), waiting ...", flush=True)
+
+
+def run_measured(cmd: list[str], log: Path) -> Measured:
+    """Run cmd with stdout+stderr to log, measuring its peak RSS and how busy the rest of the machine was.
 
     os.wait4 gives the rusage of this one child; RUSAGE_CHILDREN would be the max over every child so far."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, busy_before = time.perf_counter(), busy_cpu_s()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=CHILD_ENV, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
+    wall_s = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the child is already reaped
-    return proc.returncode, usage.ru_maxrss / 1024, time.perf_counter() - start  # ru_maxrss is in kB
+    foreign_cpu_s = busy_cpu_s() - busy_before - (usage.ru_utime + usage.ru_stime)
+    # ru_maxrss is in kB on Linux
+    return Measured(proc.returncode, usage.ru_maxrss / 1024, wall_s, max(0.0, foreign_cpu_s) / wall_s)
+
+
+def note_contention(row: Row, run: Measured) -> None:
+    row.extra.update(wall_s=run.wall_s, foreign_cores=round(run.foreign_cores, 2))
+    if run.foreign_cores > 0.1:
+        row.message = (f"contended: other processes used {run.foreign_cores:.1f} cores meanwhile, "
+                       "so its times are inflated; rerun on an idle machine")
 
 
 def last_line(log: Path) -> str:
@@ -145,14 +183,16 @@ def run_trl(row: Row, models: dict[str, Path], prompts: Path, steps: int) -> Non
            "--steps", str(steps), "--batch-size", str(s["batch_size"]), "--max-new-tokens", str(s["max_new_tokens"]),
            "--ppo-epochs", str(s["ppo_epochs"]), "--num-minibatches", str(s["num_minibatches"]),
            "--temperature", str(s["temperature"]), "--seed", str(s["seed"])]
-    code, row.peak_rss_mb, wall_s = run_measured(cmd, Path(row.log))
-    if code != 0 or not result.is_file():
-        row.status, row.message = "failed", f"TRL worker exited {code}: {last_line(Path(row.log))}"
+    run = run_measured(cmd, Path(row.log))
+    if run.exit_code != 0 or not result.is_file():
+        row.status, row.message = "failed", f"TRL worker exited {run.exit_code}: {last_line(Path(row.log))}"
         return
     out = json.loads(result.read_text())
     fill_times(row, out["step_times_s"], out["gen_times_s"], out["scoring_times_s"], out["training_times_s"])
+    row.peak_rss_mb = run.peak_rss_mb
     row.extra = {k: out[k] for k in ("response_lengths", "optimizer_steps", "torch_threads", "versions")}
-    row.extra.update(worker_peak_rss_mb=out["peak_rss_mb"], wall_s=wall_s)
+    row.extra["worker_peak_rss_mb"] = out["peak_rss_mb"]
+    note_contention(row, run)
     row.status = "ok"
 
 
@@ -182,22 +222,25 @@ def run_rlhfkit(row: Row, models: dict[str, Path], prompts: Path, steps: int) ->
         return
     output = CACHE / "runs" / row.name.replace(" ", "-")
     shutil.rmtree(output, ignore_errors=True)  # a stale checkpoint would make it resume
-    code, row.peak_rss_mb, wall_s = run_measured([str(RLHFKIT_CLI), *rlhfkit_flags(row.name, models, prompts,
-                                                                                    output, steps)], Path(row.log))
+    run = run_measured([str(RLHFKIT_CLI), *rlhfkit_flags(row.name, models, prompts, output, steps)], Path(row.log))
     metrics = output / "metrics.jsonl"
-    steps_logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
+    logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
         if metrics.is_file() else []
-    steps_logged = [m for m in steps_logged if "step_time_s" in m]
-    if code != 0 or not steps_logged:
+    logged = [m for m in logged if "step_time_s" in m]
+    if run.exit_code != 0 or not logged:
         if "No module named 'rlhfkit.trainers.ppo'" in Path(row.log).read_text(errors="replace"):
             row.status, row.message = "skipped", "`rlhfkit ppo` is not implemented yet (no rlhfkit.trainers.ppo)"
         else:
-            row.status, row.message = "failed", f"rlhfkit ppo exited {code}: {last_line(Path(row.log))}"
+            row.status, row.message = "failed", f"rlhfkit ppo exited {run.exit_code}: {last_line(Path(row.log))}"
         return
-    fill_times(row, *([m.get(k, 0.0) for m in steps_logged]
-                      for k in ("step_time_s", "time/generation_s", "time/scoring_s", "time/training_s")))
-    lengths = [m["rollout/response_len"] for m in steps_logged if "rollout/response_len" in m]
-    row.extra = {"response_len_mean": sum(lengths) / len(lengths) if lengths else None, "wall_s": wall_s}
+    # scoring = RM scores + the no-grad forwards for log π_old, log π_ref and V_old: the same work as TRL's
+    fill_times(row, [m["step_time_s"] for m in logged], [m.get("time/generation_s", 0.0) for m in logged],
+               [m.get("time/scoring_s", 0.0) + m.get("time/logprobs_s", 0.0) for m in logged],
+               [m.get("time/training_s", 0.0) for m in logged])
+    row.peak_rss_mb = run.peak_rss_mb
+    lengths = [m["rollout/response_len"] for m in logged if "rollout/response_len" in m]
+    row.extra = {"response_len_mean": sum(lengths) / len(lengths) if lengths else None}
+    note_contention(row, run)
     row.status = "ok"
 
 
@@ -236,7 +279,10 @@ def print_table(rows: list[Row], steps: int) -> None:
             continue
         print(f"{r.name:<20}{num(r.s_per_step, '8.2f')}{num(r.generation_s, '8.2f')}{num(r.scoring_s, '8.2f')}"
               f"{num(r.training_s, '8.2f')}{num(r.peak_rss_mb, '12.0f')}{num(r.time_ratio_vs_trl, '11.2f')}"
-              f"{num(r.rss_ratio_vs_trl, '10.2f')}")
+              f"{num(r.rss_ratio_vs_trl, '10.2f')}" + ("  *" if r.message else ""))
+    for r in rows:
+        if r.status == "ok" and r.message:
+            print(f"* {r.name}: {r.message}")
 
 
 def merged_with_stored(rows: list[Row], setting: dict, path: Path) -> list[Row]:
@@ -266,6 +312,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4, help="PPO steps per row, the first being warm-up")
     parser.add_argument("--only", choices=["all", "trl", "rlhfkit"], default="all", help="which rows to run")
+    parser.add_argument("--wait-idle", type=float, default=300.0, metavar="S",
+                        help="before each row, wait up to S seconds for other processes to leave the CPU")
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be at least 2: the first step is warm-up")
@@ -277,8 +325,9 @@ def main() -> int:
     rows = [Row(name, impl, log=str(RESULTS / "logs" / f"{name.replace(' ', '-')}.log")) for name, impl in ROWS]
     for row in rows:
         if args.only in ("all", row.impl):
-            print(f"running {row.name} ({args.steps} steps; log: {Path(row.log).relative_to(ROOT)}) ...",
-                  flush=True)
+            busy = wait_for_idle(args.wait_idle)
+            print(f"running {row.name} ({args.steps} steps; log: {Path(row.log).relative_to(ROOT)}; "
+                  f"others use {busy:.1f} cores) ...", flush=True)
             (run_trl if row.impl == "trl" else run_rlhfkit)(row, models, prompts, args.steps)
     out = RESULTS / "ppo_vs_trl.json"
     rows = merged_with_stored(rows, setting, out)

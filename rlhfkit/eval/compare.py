@@ -62,7 +62,7 @@ def summarize(result: dict, baseline: str, seed: int = 0) -> dict[str, dict]:
     """Per policy: mean gold / RM reward, KL and length with bootstrap 95% CIs; win rate vs `baseline` by gold."""
     rows, out = result["rows"], {}
     for name in result["policies"]:
-        col = lambda key: np.array([r[name][key] for r in rows if r[name][key] is not None], dtype=float)  # noqa: E731
+        col = lambda key, name=name: np.array([r[name][key] for r in rows if r[name][key] is not None], dtype=float)  # noqa: E731
         entry = {"n": len(rows), "response_len": float(col("len").mean()), "eos_rate": float(col("ended").mean())}
         for key in ("gold", "rm", "kl"):
             values = col(key)
