@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "filelock", "accelerate", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command not in ("score",):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # weight-loading bars; our own bars show the run's progress
     cls, run, _ = COMMANDS[args.command]
     try:
         cfg = C.from_args(cls, args)
@@ -128,7 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     except RlhfkitError as e:
         print(f"rlhfkit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _end_distributed()
     return 0
+
+
+def _end_distributed() -> None:
+    """Tear down the process group of `accelerate launch` runs cleanly (gloo aborts otherwise)."""
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

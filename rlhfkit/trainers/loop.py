@@ -34,6 +34,7 @@ def make_accelerator(dtype: str = "fp32", grad_accum_steps: int = 1):
         mixed_precision="bf16" if dtype == "bf16" else "no",
         gradient_accumulation_steps=grad_accum_steps,
         cpu=not torch.cuda.is_available(),
+        step_scheduler_with_optimizer=False,  # schedules count this process's optimiser steps, nothing else
     )
 
 
