@@ -32,8 +32,9 @@ CACHE = BENCH / ".cache"
 RESULTS = BENCH / "results"
 TRL_PYTHON = BENCH / ".venv-trl" / "bin" / "python"
 RLHFKIT_CLI = ROOT / ".venv" / "bin" / "rlhfkit"
+# lr is TRL's PPOConfig default; it matters for speed too: a policy that moves fast soon stops at EOS earlier
 SETTING = {"batch_size": 8, "max_new_tokens": 48, "ppo_epochs": 2, "num_minibatches": 2, "temperature": 0.7,
-           "seed": 0}
+           "lr": 3e-6, "seed": 0}
 # the subprocesses never reach a hub and never fork tokenizer threads
 CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -65,7 +66,15 @@ class Row:
     time_ratio_vs_trl: float | None = None
     rss_ratio_vs_trl: float | None = None
     extra: dict = field(default_factory=dict)
-    log: str = ""
+    log: str = ""  # the subprocess's stdout+stderr, relative to the repository root
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-")
+
+    @property
+    def log_path(self) -> Path:
+        return ROOT / self.log
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -179,13 +188,13 @@ def run_trl(row: Row, models: dict[str, Path], prompts: Path, steps: int) -> Non
     s = SETTING
     cmd = [str(TRL_PYTHON), str(BENCH / "trl_ppo_worker.py"), "--policy", str(models["policy"]),
            "--reward-model", str(models["smollm2_rm"]), "--value-model", str(models["smollm2_rm"]),
-           "--prompts", str(prompts), "--output", str(CACHE / "runs" / row.name), "--result", str(result),
+           "--prompts", str(prompts), "--output", str(CACHE / "runs" / row.slug), "--result", str(result),
            "--steps", str(steps), "--batch-size", str(s["batch_size"]), "--max-new-tokens", str(s["max_new_tokens"]),
            "--ppo-epochs", str(s["ppo_epochs"]), "--num-minibatches", str(s["num_minibatches"]),
-           "--temperature", str(s["temperature"]), "--seed", str(s["seed"])]
-    run = run_measured(cmd, Path(row.log))
+           "--temperature", str(s["temperature"]), "--lr", str(s["lr"]), "--seed", str(s["seed"])]
+    run = run_measured(cmd, row.log_path)
     if run.exit_code != 0 or not result.is_file():
-        row.status, row.message = "failed", f"TRL worker exited {run.exit_code}: {last_line(Path(row.log))}"
+        row.status, row.message = "failed", f"TRL worker exited {run.exit_code}: {last_line(row.log_path)}"
         return
     out = json.loads(result.read_text())
     fill_times(row, out["step_times_s"], out["gen_times_s"], out["scoring_times_s"], out["training_times_s"])
@@ -209,7 +218,8 @@ def rlhfkit_flags(row_name: str, models: dict[str, Path], prompts: Path, output:
     return flags + ["--no-lora", "--dtype", dtype, "--reward-model", str(models["smollm2_rm"]),
                     "--value-model", str(models["smollm2_rm"]),
                     # TRL samples with top-k 0, top-p 1 and saves nothing while training (save_strategy="no")
-                    "--temperature", str(s["temperature"]), "--top-p", "1.0", "--top-k", "0", "--save-every", "0"]
+                    "--temperature", str(s["temperature"]), "--top-p", "1.0", "--top-k", "0", "--save-every", "0",
+                    "--lr", str(s["lr"])]
 
 
 def run_rlhfkit(row: Row, models: dict[str, Path], prompts: Path, steps: int) -> None:
@@ -220,28 +230,32 @@ def run_rlhfkit(row: Row, models: dict[str, Path], prompts: Path, steps: int) ->
     if help_check.returncode != 0:
         row.status, row.message = "skipped", "this rlhfkit has no `ppo` command yet"
         return
-    output = CACHE / "runs" / row.name.replace(" ", "-")
+    output = CACHE / "runs" / row.slug
     shutil.rmtree(output, ignore_errors=True)  # a stale checkpoint would make it resume
-    run = run_measured([str(RLHFKIT_CLI), *rlhfkit_flags(row.name, models, prompts, output, steps)], Path(row.log))
+    run = run_measured([str(RLHFKIT_CLI), *rlhfkit_flags(row.name, models, prompts, output, steps)], row.log_path)
     metrics = output / "metrics.jsonl"
     logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
         if metrics.is_file() else []
     logged = [m for m in logged if "step_time_s" in m]
     if run.exit_code != 0 or not logged:
-        if "No module named 'rlhfkit.trainers.ppo'" in Path(row.log).read_text(errors="replace"):
+        if "No module named 'rlhfkit.trainers.ppo'" in row.log_path.read_text(errors="replace"):
             row.status, row.message = "skipped", "`rlhfkit ppo` is not implemented yet (no rlhfkit.trainers.ppo)"
         else:
-            row.status, row.message = "failed", f"rlhfkit ppo exited {run.exit_code}: {last_line(Path(row.log))}"
+            row.status, row.message = "failed", f"rlhfkit ppo exited {run.exit_code}: {last_line(row.log_path)}"
         return
     # scoring = RM scores + the no-grad forwards for log π_old, log π_ref and V_old: the same work as TRL's
     fill_times(row, [m["step_time_s"] for m in logged], [m.get("time/generation_s", 0.0) for m in logged],
                [m.get("time/scoring_s", 0.0) + m.get("time/logprobs_s", 0.0) for m in logged],
                [m.get("time/training_s", 0.0) for m in logged])
     row.peak_rss_mb = run.peak_rss_mb
-    lengths = [m["rollout/response_len"] for m in logged if "rollout/response_len" in m]
-    row.extra = {"response_len_mean": sum(lengths) / len(lengths) if lengths else None}
+    row.extra = {k: mean_of(logged, f"rollout/{k}") for k in ("response_len", "eos_rate")}
     note_contention(row, run)
     row.status = "ok"
+
+
+def mean_of(logged: list[dict], key: str) -> float | None:
+    values = [m[key] for m in logged if key in m]
+    return sum(values) / len(values) if values else None
 
 
 def fill_times(row: Row, step_s: list, generation_s: list, scoring_s: list, training_s: list) -> None:
@@ -319,14 +333,16 @@ def main() -> int:
         parser.error("--steps must be at least 2: the first step is warm-up")
     setting = {**SETTING, "steps": args.steps}
     CACHE.mkdir(exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
     models = resolve_models()
     prompts = write_prompts(SETTING["batch_size"] * args.steps)
 
-    rows = [Row(name, impl, log=str(RESULTS / "logs" / f"{name.replace(' ', '-')}.log")) for name, impl in ROWS]
+    rows = [Row(name, impl) for name, impl in ROWS]
     for row in rows:
         if args.only in ("all", row.impl):
+            row.log = str((RESULTS / "logs" / f"{row.slug}.log").relative_to(ROOT))
             busy = wait_for_idle(args.wait_idle)
-            print(f"running {row.name} ({args.steps} steps; log: {Path(row.log).relative_to(ROOT)}; "
+            print(f"running {row.name} ({args.steps} steps; log: {row.log}; "
                   f"others use {busy:.1f} cores) ...", flush=True)
             (run_trl if row.impl == "trl" else run_rlhfkit)(row, models, prompts, args.steps)
     out = RESULTS / "ppo_vs_trl.json"

@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ppo-epochs", type=int, default=2)
     p.add_argument("--num-minibatches", type=int, default=2)
     p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--lr", type=float, default=3e-6, help="AdamW learning rate (TRL's default)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -133,6 +134,7 @@ def ppo_config(args: argparse.Namespace) -> PPOConfig:
         stop_token=None,  # no stop token: every response is exactly max_new_tokens long
         missing_eos_penalty=None,
         temperature=args.temperature,
+        learning_rate=args.lr,
         num_sample_generations=0,  # no extra debug generations inside the timed loop
         gradient_checkpointing=False,  # TRL's configs default to True; neither side recomputes activations
         bf16=False,

@@ -31,6 +31,7 @@ from rlhfkit.trainers import loop
 log = logging.getLogger(__name__)
 
 QUICK = {"rm_prompts": 12, "rm_val_prompts": 4, "samples_per_prompt": 2, "pairs_per_prompt": 1, "rm_epochs": 1,
+         "min_gold_gap": 0.0, "eval_samples_per_prompt": 1,
          "eval_prompts": 8, "ppo.steps": 2, "ppo.batch_size": 4, "generation.max_new_tokens": 12,
          "ppo.generation.max_new_tokens": 12}
 
@@ -80,7 +81,8 @@ def collect_preferences(cfg: DemoConfig, train_prompts: list, out: Path) -> dict
     k = cfg.samples_per_prompt
     per_prompt = [responses[i * k : (i + 1) * k] for i in range(len(prompts))]
     scores = [gold.gold_rewards([p] * k, rs) for p, rs in zip(prompts, per_prompt)]
-    pairs = gold.label_pairs(prompts, per_prompt, scores, cfg.label_temperature, cfg.seed, cfg.pairs_per_prompt)
+    pairs = gold.label_pairs(prompts, per_prompt, scores, cfg.label_temperature, cfg.seed, cfg.pairs_per_prompt,
+                             cfg.min_gold_gap)
     train_set = set(prompts[: cfg.rm_prompts])
     write_jsonl(out / "prefs.jsonl", [p for p in pairs if p["prompt"] in train_set])
     write_jsonl(out / "prefs_val.jsonl", [p for p in pairs if p["prompt"] not in train_set])
@@ -123,7 +125,7 @@ def evaluate(cfg: DemoConfig, heldout: list, policies: dict[str, str], rm_dir: P
     result = evaluate_policies(policies, heldout[: cfg.eval_prompts], reference=cfg.policy,
                                gen_cfg=cfg.generation, reward_model=RewardModel.from_pretrained(rm_dir),
                                gold=gold.gold_rewards, batch_size=cfg.generation_batch_size, seed=cfg.seed,
-                               autocast=autocast)
+                               samples_per_prompt=cfg.eval_samples_per_prompt, autocast=autocast)
     write_text(out / "eval.json", json.dumps(result, indent=1))
     return summarize(result, baseline="sft", seed=cfg.seed)
 

@@ -36,26 +36,39 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
 
 def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, reference: str, gen_cfg,
                       reward_model=None, gold: Callable | None = None, batch_size: int = 32, seed: int = 0,
-                      use_chat_template: bool = True, autocast=None) -> dict:
+                      samples_per_prompt: int = 1, use_chat_template: bool = True, autocast=None) -> dict:
     """Sample every policy on the same prompts; score with the learned RM and/or a gold function.
 
+    With `samples_per_prompt` > 1 each number is the mean over that prompt's samples (less sampling noise
+    per prompt; the bootstrap still resamples prompts) and `response` is the first sample.
     Returns {"policies": [names], "rows": [{"prompt", name: {response, gold, rm, kl, len, ended}}]}."""
     tokenizer = load_tokenizer(reference, padding_side="left")
     ref_lm = load_causal_lm(reference).eval()
-    texts = [prompt_text(p) for p in prompts]
-    rows: list[dict] = [{"prompt": t} for t in texts]
+    k = samples_per_prompt
+    texts = [prompt_text(p) for p in prompts for _ in range(k)]  # [N·k], each prompt's samples together
+    rows: list[dict] = [{"prompt": prompt_text(p)} for p in prompts]
     for name, path in policies.items():
         log.info("evaluating %s (%s) on %d prompts", name, path, len(prompts))
         lm = ref_lm if path == reference else load_causal_lm(path).eval()
-        samples = sample_policy(lm, ref_lm, tokenizer, prompts, gen_cfg, batch_size=batch_size, seed=seed,
+        repeated = [p for p in prompts for _ in range(k)]
+        samples = sample_policy(lm, ref_lm, tokenizer, repeated, gen_cfg, batch_size=batch_size, seed=seed,
                                 use_chat_template=use_chat_template, autocast=autocast)
         responses = [s["response"] for s in samples]
         rm_scores = reward_model.score(texts, responses) if reward_model is not None else [None] * len(texts)
         gold_scores = gold(texts, responses) if gold is not None else [None] * len(texts)
-        for row, s, r, g in zip(rows, samples, rm_scores, gold_scores):
-            row[name] = {**s, "rm": r, "gold": g}
+        for i, row in enumerate(rows):
+            group = [{**s, "rm": r, "gold": g} for s, r, g in zip(samples[i * k : (i + 1) * k],
+                                                                  rm_scores[i * k : (i + 1) * k],
+                                                                  gold_scores[i * k : (i + 1) * k])]
+            row[name] = {key: _mean([s[key] for s in group]) for key in ("kl", "len", "ended", "rm", "gold")}
+            row[name]["response"] = group[0]["response"]
         del lm
     return {"policies": list(policies), "rows": rows}
+
+
+def _mean(values: list):
+    """Mean of numbers (None when any is None, e.g. no reward model given)."""
+    return None if any(v is None for v in values) else float(sum(values) / len(values))
 
 
 def summarize(result: dict, baseline: str, seed: int = 0) -> dict[str, dict]:

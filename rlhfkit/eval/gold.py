@@ -78,12 +78,14 @@ def label_pairs(
     temperature: float,
     seed: int,
     pairs_per_prompt: int,
+    min_gap: float = 0.0,
 ) -> list[dict]:
     """Preference pairs labelled by a noisy simulated annotator following the Bradley–Terry model.
 
     For each prompt with K responses y_1..y_K and gold scores g_1..g_K:
-      1. candidates = pairs (i, j), i < j, whose texts differ after stripping whitespace; at temperature 0
-         also pairs whose gold scores differ (a tie has no argmax, so it is skipped).
+      1. candidates = pairs (i, j), i < j, whose texts differ after stripping whitespace and whose gold scores
+         differ by at least `min_gap` (an annotator skips near-ties, as human raters are allowed to); at
+         temperature 0 also pairs whose gold scores differ (a tie has no argmax, so it is skipped).
       2. sample min(pairs_per_prompt, len(candidates)) distinct candidates without replacement.
       3. label each: P(y_i ≻ y_j) = σ((g_i - g_j) / temperature) (Bradley & Terry 1952); at temperature 0 the
          higher gold score always wins. Larger temperatures mean noisier annotators; a tie is a coin flip.
@@ -96,6 +98,7 @@ def label_pairs(
         temperature: annotator noise τ >= 0.
         seed: seeds the sampling and the labels.
         pairs_per_prompt: how many pairs to draw per prompt, >= 1.
+        min_gap: smallest |g_i - g_j| that gets labelled (0 labels every pair).
     Returns:
         One dict per labelled pair, prompts in order: {"prompt", "chosen", "rejected", "gold_chosen",
         "gold_rejected", "gold_agrees"}, where gold_agrees is gold_chosen > gold_rejected (False on a tie).
@@ -109,7 +112,9 @@ def label_pairs(
         candidates = [
             (i, j)
             for i, j in itertools.combinations(range(len(responses)), 2)
-            if responses[i].strip() != responses[j].strip() and (temperature > 0 or scores[i] != scores[j])
+            if responses[i].strip() != responses[j].strip()
+            and (temperature > 0 or scores[i] != scores[j])
+            and abs(scores[i] - scores[j]) >= min_gap
         ]
         for i, j in rng.sample(candidates, min(pairs_per_prompt, len(candidates))):
             if temperature == 0:

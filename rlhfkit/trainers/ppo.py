@@ -69,10 +69,12 @@ def build_models(cfg: PPOConfig, reward_model=None):
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
     lm = load_causal_lm(cfg.policy)
     ref_lm = None
+    # frozen models run under bf16 autocast anyway: store them in bf16 (half their memory, same matmuls)
+    frozen_dtype = torch.bfloat16 if cfg.dtype == "bf16" else torch.float32
     if cfg.lora.use_lora:
         lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
     else:
-        ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
+        ref_lm = copy.deepcopy(lm).eval().requires_grad_(False).to(frozen_dtype)
     critic = None
     if cfg.value_model:
         critic_tok = load_tokenizer(cfg.value_model)
@@ -81,7 +83,7 @@ def build_models(cfg: PPOConfig, reward_model=None):
         critic = load_sequence_classifier(cfg.value_model, tokenizer=tokenizer)
     if reward_model is None:
         reward_model = RewardModel.from_pretrained(cfg.reward_model)
-        reward_model.model.requires_grad_(False)
+        reward_model.model.requires_grad_(False).to(frozen_dtype)
     return ActorCritic(lm, critic), ref_lm, tokenizer, reward_model
 
 

@@ -161,3 +161,12 @@ def test_shipped_prompts_are_short_instructions():
 def test_shipped_prompts_rejects_unknown_split():
     with pytest.raises(ValueError, match="train, heldout"):
         shipped_prompts("test")
+
+
+def test_min_gap_skips_near_ties():
+    from rlhfkit.eval.gold import label_pairs
+
+    # gaps: (0,1) 0.05, (0,2) 0.5, (1,2) 0.45 -> only the two wide pairs are labelled with min_gap 0.3
+    pairs = label_pairs(["p"], [["a", "b", "c"]], [[0.0, 0.05, 0.5]], temperature=0.0, seed=0,
+                        pairs_per_prompt=3, min_gap=0.3)
+    assert sorted((p["chosen"], p["rejected"]) for p in pairs) == [("c", "a"), ("c", "b")]
