@@ -3,13 +3,15 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast lint
+.PHONY: setup demo demo-quick test test-fast lint
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/rlhfkit rm --data examples/prefs_train.jsonl --eval-data examples/prefs_heldout.jsonl --base minilm-l6 --output runs/rm-demo --epochs 2
-	.venv/bin/rlhfkit score --model runs/rm-demo --data examples/prefs_heldout.jsonl --json
+	.venv/bin/rlhfkit demo --output runs/demo
+
+demo-quick: setup
+	.venv/bin/rlhfkit demo --quick --output runs/demo-quick
 
 test: setup
 	.venv/bin/pytest -q

@@ -2,7 +2,7 @@
 
 Run with the project's venv (TRL runs in its own, made by bench/setup_trl.sh):
     bash bench/setup_trl.sh
-    .venv/bin/python bench/ppo_vs_trl.py [--steps 4] [--only all|trl|rlhfkit]
+    .venv/bin/python bench/ppo_vs_trl.py [--steps 4] [--only all|trl|rlhfkit|ROW,...]
 
 Setting shared by every row: policy SmolLM2-135M-Instruct (full fine-tuning unless the row says LoRA), a SmolLM2
 reward model with an untrained score head (timing does not depend on its weights), the critic initialised from
@@ -325,7 +325,8 @@ ROWS = [("TRL fp32", "trl"), ("rlhfkit fp32", "rlhfkit"), ("rlhfkit bf16", "rlhf
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4, help="PPO steps per row, the first being warm-up")
-    parser.add_argument("--only", choices=["all", "trl", "rlhfkit"], default="all", help="which rows to run")
+    parser.add_argument("--only", default="all", help="rows to run, comma-separated: all, trl, rlhfkit or a row "
+                        "(trl-fp32, rlhfkit-fp32, rlhfkit-bf16, rlhfkit-defaults)")
     parser.add_argument("--wait-idle", type=float, default=300.0, metavar="S",
                         help="before each row, wait up to S seconds for other processes to leave the CPU")
     args = parser.parse_args()
@@ -338,8 +339,12 @@ def main() -> int:
     prompts = write_prompts(SETTING["batch_size"] * args.steps)
 
     rows = [Row(name, impl) for name, impl in ROWS]
+    wanted = set(args.only.lower().split(","))
+    known = {"all", "trl", "rlhfkit", *(r.slug.lower() for r in rows)}
+    if not wanted <= known:
+        parser.error(f"--only: unknown {', '.join(sorted(wanted - known))}; choose from {', '.join(sorted(known))}")
     for row in rows:
-        if args.only in ("all", row.impl):
+        if wanted & {"all", row.impl, row.slug.lower()}:
             row.log = str((RESULTS / "logs" / f"{row.slug}.log").relative_to(ROOT))
             busy = wait_for_idle(args.wait_idle)
             print(f"running {row.name} ({args.steps} steps; log: {row.log}; "

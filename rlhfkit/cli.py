@@ -11,6 +11,14 @@ from rlhfkit import config as C
 from rlhfkit.errors import ConfigError, RlhfkitError
 
 
+def run_sft(cfg: C.SFTConfig) -> None:
+    from rlhfkit.trainers.sft import train_sft
+
+    final = train_sft(cfg)
+    print(f"policy saved to {cfg.output}/policy: held-out loss {final.get('eval/loss', float('nan')):.4f}, "
+          f"perplexity {final.get('eval/perplexity', float('nan')):.2f}")
+
+
 def run_rm(cfg: C.RMConfig) -> None:
     from rlhfkit.trainers.rm import train_reward_model
 
@@ -55,6 +63,16 @@ def run_ppo(cfg: C.PPOConfig) -> None:
           f"KL {final.get('rollout/kl', float('nan')):.3f}")
 
 
+def run_dpo(cfg: C.DPOConfig) -> None:
+    from rlhfkit.trainers.dpo import train_dpo
+
+    final = train_dpo(cfg)
+    accuracy = final.get("eval_reward_accuracy", float("nan"))
+    margin = final.get("eval_reward_margin", float("nan"))
+    print(f"policy saved to {cfg.output}/policy: held-out reward accuracy {accuracy:.3f}, "
+          f"margin {margin:.3f}")
+
+
 def print_methods_table(summary: dict, title: str) -> None:
     """The end-of-run table in the terminal (rich)."""
     from rich.console import Console
@@ -90,9 +108,11 @@ def run_eval(cfg: C.EvalConfig) -> None:
 
 
 COMMANDS = {
+    "sft": (C.SFTConfig, run_sft, "supervised fine-tuning on demonstrations (loss on the responses)"),
     "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model"),
     "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),
     "ppo": (C.PPOConfig, run_ppo, "PPO against a reward model with a KL penalty to the reference"),
+    "dpo": (C.DPOConfig, run_dpo, "DPO / IPO / hinge / SimPO on preference pairs (no reward model)"),
     "eval": (C.EvalConfig, run_eval, "compare policies on held-out prompts (gold/RM reward, KL, length, report)"),
     "demo": (C.DemoConfig, run_demo, "the whole RLHF loop on the embedded models, with a report"),
 }

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rlhfkit.data.collate import template_prompts
 from rlhfkit.data.readers import Prompt, prompt_text
-from rlhfkit.models.policy import response_hidden, token_logprobs, trunk_and_head
+from rlhfkit.models.policy import response_logprobs
 
 
 @dataclass
@@ -52,17 +53,7 @@ class Rollout:
 
 def encode_prompts(tokenizer, prompts: list[Prompt], use_chat_template: bool = True, max_length: int = 256):
     """Left-padded prompt ids [B, P] and mask, with the chat template when the tokenizer has one."""
-    if use_chat_template and tokenizer.chat_template:
-        texts = [
-            tokenizer.apply_chat_template(
-                list(p) if isinstance(p, tuple) else [{"role": "user", "content": p}],
-                add_generation_prompt=True, tokenize=False,
-            )
-            for p in prompts
-        ]
-        add_special = False  # the template already has them
-    else:
-        texts, add_special = [prompt_text(p) for p in prompts], True
+    texts, add_special = template_prompts(tokenizer, prompts, use_chat_template)
     enc = tokenizer(texts, padding=True, padding_side="left", truncation=True, max_length=max_length,
                     add_special_tokens=add_special, return_tensors="pt")
     return enc["input_ids"], enc["attention_mask"]
@@ -104,9 +95,7 @@ def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: b
 @torch.no_grad()
 def policy_logprobs(lm, roll: Rollout, temperature: float) -> torch.Tensor:
     """log π(y_t | x, y_<t) [B, T] of the sampled tokens under `lm`, with logits / temperature."""
-    trunk, head = trunk_and_head(lm)
-    hidden = response_hidden(trunk, roll.input_ids, roll.attention_mask, roll.query_ids.shape[1])  # [B, T, H]
-    return token_logprobs(head, hidden, roll.response_ids, temperature)[0]
+    return response_logprobs(lm, roll.input_ids, roll.attention_mask, roll.response_ids, temperature)
 
 
 def reference_logprobs(actor_critic, ref_lm, roll: Rollout, temperature: float) -> torch.Tensor:

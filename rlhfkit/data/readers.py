@@ -440,6 +440,26 @@ def split_train_eval(items: list, eval_fraction: float, seed: int) -> tuple[list
     return train, [item for index, item in enumerate(items) if index in is_eval]
 
 
+def load_with_held_out(load, path: str | Path, eval_path: str | Path | None, eval_fraction: float, seed: int
+                       ) -> tuple[list, list, list[LoadReport]]:
+    """(train, held_out, reports): held-out records from `eval_path`, else a seeded `split_train_eval` of
+    `path`.
+
+    Args: load: path -> (records, LoadReport), e.g. `load_preferences` or `load_demonstrations` with their
+        fields.
+    Raises: DataError if no training record is left."""
+    train, report = load(path)
+    reports = [report]
+    if eval_path:
+        held_out, eval_report = load(eval_path)
+        reports.append(eval_report)
+    else:
+        train, held_out = split_train_eval(train, eval_fraction, seed)
+    if not train:
+        raise DataError(path, None, None, "no usable rows after validation")
+    return train, held_out, reports
+
+
 def prompt_text(prompt: Prompt) -> str:
     """The plain text of a prompt: a string unchanged; for messages, the contents of the system and user
     turns in order, joined by "\\n" (assistant turns are left out)."""

@@ -34,6 +34,43 @@ def token_logprobs(head: nn.Module, hidden, response_ids, temperature: float = 1
     return logprobs, (entropy_from_logits(logits) if with_entropy else None)
 
 
+def response_logprobs(lm: nn.Module, input_ids, attention_mask, response_ids, temperature: float = 1.0):
+    """log π(y_t | x, y_<t) [B, T] of the response block of `[left-padded prompt ; response]` ([B, P+T])."""
+    trunk, head = trunk_and_head(lm)
+    prompt_len = input_ids.shape[1] - response_ids.shape[1]
+    hidden = response_hidden(trunk, input_ids, attention_mask, prompt_len)  # [B, T, H]
+    return token_logprobs(head, hidden, response_ids, temperature)[0]
+
+
+class Policy(nn.Module):
+    """π_θ alone, for the offline trainers (SFT, DPO): one call gives response log-probs, so the forward goes
+    through accelerate's wrappers (DDP gradient sync, autocast). `lm` may be a peft model."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask, response_ids) -> torch.Tensor:
+        """log π(y_t | x, y_<t) [B, T], temperature 1."""
+        return response_logprobs(self.lm, input_ids, attention_mask, response_ids)
+
+
+def completion_logprobs(policy: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-token log-probs [B, T] of a `data.collate.encode_completions` batch (SFT's NLL is −mean over mask).
+
+    Args: policy: a `Policy` (possibly wrapped by accelerate); batch: input_ids, attention_mask and
+        response_ids as built by `encode_completions`."""
+    return policy(batch["input_ids"], batch["attention_mask"], batch["response_ids"])  # [B, T]
+
+
+def sequence_logprobs(policy: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs log π(y|x) = Σ_t mask_t · log π(y_t | x, y_<t), and the counted tokens |y|.
+
+    Returns: (summed_logps [B], n_tokens [B] float)."""
+    mask = batch["mask"]  # [B, T]
+    return (completion_logprobs(policy, batch) * mask).sum(1), mask.sum(1)
+
+
 class ValueHead(nn.Module):
     """V(s_t): a scalar per position from a hidden state. Zero-initialised, so V = 0 at step 0."""
 
@@ -63,11 +100,11 @@ class ActorCritic(nn.Module):
             self.value_head = critic.score if hasattr(critic, "score") else critic.classifier
 
     def forward(self, input_ids, attention_mask, prompt_len: int, response_ids, temperature: float,
-                with_entropy: bool = False):
+                with_entropy: bool = False, entropy_grad: bool = False):
         """Returns (logprobs [B, T], values [B, T], entropy [B, T] or None) for the response tokens."""
         trunk, head = trunk_and_head(self.lm)
         hidden = response_hidden(trunk, input_ids, attention_mask, prompt_len)  # [B, T, H]
-        logprobs, entropy = token_logprobs(head, hidden, response_ids, temperature, with_entropy)
+        logprobs, entropy = token_logprobs(head, hidden, response_ids, temperature, with_entropy, entropy_grad)
         if self.critic is not None:
             hidden = response_hidden(self.critic_trunk, input_ids, attention_mask, prompt_len)
         values = self.value_head(hidden).float()  # [B, T] (a classifier head returns [B, T] after squeeze)

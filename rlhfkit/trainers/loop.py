@@ -1,14 +1,23 @@
-"""What every trainer shares: seeding, accelerate, optimiser and schedule, NaN guard, checkpoints, resume."""
+"""What every trainer shares: seeding, accelerate, optimiser and schedule, NaN guard, checkpoints, resume,
+saving the policy, and the epoch loop of the offline trainers (SFT, DPO)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Sampler
+
+from rlhfkit.atomic import versioned_dir
+from rlhfkit.tracking import Tracker, progress
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +124,150 @@ def load_checkpoint(folder: Path, *, accelerator, model, optimizer, scheduler) -
     scheduler.load_state_dict(state.pop("scheduler"))
     set_rng_state(state.pop("rng"))
     return state
+
+
+def save_checkpoint_atomic(ckpt: Path, *, accelerator, model, optimizer, scheduler, extra: dict) -> None:
+    """`save_checkpoint` into a versioned folder that `ckpt` (a symlink) switches to in one step; a crash
+    leaves the previous checkpoint. Every process waits here; only the main process writes."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    with versioned_dir(ckpt) as folder:
+        save_checkpoint(folder, accelerator=accelerator, model=model, optimizer=optimizer,
+                        scheduler=scheduler, extra=extra)
+
+
+def save_policy(lm, tokenizer, folder: Path, merge_lora: bool) -> None:
+    """The final policy as a normal HF folder (LoRA merged on request, else a peft adapter folder)."""
+    with versioned_dir(folder) as tmp:
+        if merge_lora and hasattr(lm, "merge_and_unload"):
+            lm = copy.deepcopy(lm).merge_and_unload()
+        lm.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+# --------------------------------------------------------------------------- epoch-based trainers (SFT, DPO)
+class EpochSampler(Sampler[int]):
+    """A seeded shuffle per epoch: the order of epoch e depends only on (seed, e), so a run resumed at an
+    epoch boundary sees the same order as an uninterrupted one; all processes draw the same permutation."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch  # accelerate's prepared loaders forward set_epoch to their sampler
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@dataclass
+class EpochRun:
+    """An epoch-based run after accelerate.prepare. `epoch` (finished epochs) and `step` (training batches
+    seen) are what a checkpoint restores, with the trainable weights, optimiser, schedule and RNG."""
+
+    accelerator: Any
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    train_loader: Any
+    eval_loader: Any
+    tracker: Tracker
+    checkpoint_dir: Path
+    epoch: int = 0
+    step: int = 0
+    skipped_steps: int = 0
+
+
+def prepare_epoch_run(cfg, accelerator, model, train_items: list, eval_items: list) -> EpochRun:
+    """Loaders (a seeded shuffle per epoch; batches are lists of items), AdamW + schedule, accelerate.prepare,
+    and --resume from `output/checkpoint`. Uses cfg.output, batch_size, epochs, seed, resume and optim."""
+    train_loader = DataLoader(train_items, cfg.batch_size, sampler=EpochSampler(len(train_items), cfg.seed),
+                              collate_fn=list)
+    eval_loader = DataLoader(eval_items, cfg.batch_size * 2, collate_fn=list)
+    steps = math.ceil(len(train_loader) / accelerator.num_processes / cfg.optim.grad_accum_steps) * cfg.epochs
+    optimizer, scheduler = make_optimizer(model, cfg.optim, steps)
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, scheduler
+    )
+    ckpt = Path(cfg.output) / "checkpoint"
+    extra = {"epoch": 0, "step": 0, "skipped_steps": 0}
+    if cfg.resume and ckpt.exists():
+        extra = load_checkpoint(ckpt, accelerator=accelerator, model=model, optimizer=optimizer,
+                                scheduler=scheduler)
+        log.info("resumed from %s after epoch %d (step %d)", ckpt, extra["epoch"], extra["step"])
+    resume_step = extra["step"] if cfg.resume else None
+    tracker = Tracker(cfg.output, accelerator.is_main_process, resume_step=resume_step)
+    return EpochRun(accelerator, model, optimizer, scheduler, train_loader, eval_loader, tracker, ckpt,
+                    **extra)
+
+
+def train_epochs(run: EpochRun, cfg, train_step, evaluate, group: str) -> dict[str, float]:
+    """The remaining epochs: `train_step` on every batch (accumulation, NaN guard, clipping, schedule); a
+    row of step metrics (means over the last cfg.log_every batches) to metrics.jsonl; after each epoch
+    `evaluate()`, an epoch row and an atomic checkpoint.
+
+    Args: train_step(batch) -> (loss [], {"<group>/<name>": float}); evaluate() -> {key: float}.
+    Returns: the last epoch row: `epoch`, `train/<name>` (epoch means of the step metrics) and
+    evaluate()'s keys."""
+    acc, final = run.accelerator, {}
+    for epoch in range(run.epoch + 1, cfg.epochs + 1):
+        run.model.train()
+        run.train_loader.set_epoch(epoch)
+        window, seen = [], []
+        bar = progress(run.train_loader, desc=f"{group} epoch {epoch}/{cfg.epochs}",
+                       disable=not acc.is_main_process)
+        for batch in bar:
+            t0 = time.perf_counter()
+            metrics = _train_batch(run, train_step, batch, cfg.optim.max_grad_norm, group)
+            run.step += 1
+            metrics["step_time_s"] = time.perf_counter() - t0
+            window.append(metrics), seen.append(metrics)
+            if run.step % cfg.log_every == 0:
+                run.tracker.log(run.step, mean_metrics(acc, window))
+                window = []
+            bar.set_postfix(loss=f"{metrics[f'{group}/loss']:.4f}")
+        if window:  # the end of the epoch closes the last window
+            run.tracker.log(run.step, mean_metrics(acc, window))
+        train_means = {f"train/{k.split('/')[-1]}": v for k, v in mean_metrics(acc, seen).items() if "/" in k}
+        final = {"epoch": epoch, **train_means, **evaluate(), "skipped_steps": run.skipped_steps}
+        run.tracker.log(run.step, final)
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+        run.epoch = epoch
+        extra = {"epoch": run.epoch, "step": run.step, "skipped_steps": run.skipped_steps}
+        save_checkpoint_atomic(run.checkpoint_dir, accelerator=acc, model=run.model, optimizer=run.optimizer,
+                               scheduler=run.scheduler, extra=extra)
+    return final
+
+
+def _train_batch(run: EpochRun, train_step, batch, max_grad_norm: float, group: str) -> dict[str, float]:
+    """One micro-batch: loss, backward and (on accumulation boundaries) a clipped optimiser step."""
+    acc = run.accelerator
+    with acc.accumulate(run.model):
+        with acc.autocast():
+            loss, metrics = train_step(batch)
+        grad_norm = float("nan")
+        if all_finite(loss):
+            acc.backward(loss)
+            grad_norm = clip_and_step(acc, run.model, run.optimizer, run.scheduler, max_grad_norm)
+        else:
+            if not run.skipped_steps:
+                log.warning("non-finite %s loss: batch skipped (counted in skipped_steps)", group)
+            run.skipped_steps += 1
+            run.optimizer.zero_grad(set_to_none=True)
+    return {**metrics, f"{group}/grad_norm": grad_norm, f"{group}/lr": run.scheduler.get_last_lr()[0]}
+
+
+def mean_metrics(accelerator, rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per key: the mean of the finite values over `rows`, then over processes (NaN if none is finite)."""
+    keys = list(rows[0])
+    means = []
+    for k in keys:
+        finite = [r[k] for r in rows if math.isfinite(r[k])]
+        means.append(sum(finite) / len(finite) if finite else float("nan"))
+    reduced = accelerator.reduce(torch.tensor(means, dtype=torch.float64), "mean")  # [K]
+    return dict(zip(keys, reduced.tolist()))

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit import losses
-from rlhfkit.atomic import versioned_dir, write_text
+from rlhfkit.atomic import write_text
 from rlhfkit.config import PPOConfig, save_config
 from rlhfkit.data.readers import load_prompts, prompt_text
 from rlhfkit.errors import ConfigError, DataError
@@ -147,7 +147,8 @@ def make_train_fn(cfg: PPOConfig, accelerator, model, optimizer, scheduler, auto
     def train(mb: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
         with autocast():
             logprobs, values, entropy = model(mb.input_ids, mb.attention_mask, mb.query_ids.shape[1],
-                                              mb.response_ids, cfg.generation.temperature, with_entropy=True)
+                                              mb.response_ids, cfg.generation.temperature, with_entropy=True,
+                                              entropy_grad=cfg.entropy_coef > 0)
         pg_loss, clipfrac = losses.ppo_policy_loss(logprobs, mb.logprobs, advantages, mb.mask, cfg.clip_range)
         vf_loss, vf_clipfrac = losses.ppo_value_loss(values, mb.values, returns, mb.mask, cfg.clip_range_value)
         mean_entropy = losses.masked_mean(entropy, mb.mask)
@@ -235,7 +236,7 @@ def train_ppo(cfg: PPOConfig, reward_model=None, monitors: dict | None = None) -
     bar.close()
     save_checkpoint(accelerator, model, optimizer, scheduler, state, ckpt)
     if accelerator.is_main_process:
-        save_policy(unwrapped.lm, tokenizer, out / "policy", cfg.merge_lora)
+        loop.save_policy(unwrapped.lm, tokenizer, out / "policy", cfg.merge_lora)
         write_text(out / "summary.json", json.dumps(metrics, indent=2))
     tracker.close()
     return metrics
@@ -250,19 +251,6 @@ def write_samples(out: Path, step: int, roll: Rollout, n: int = 4) -> None:
 
 def save_checkpoint(accelerator, model, optimizer, scheduler, state: PPOState, ckpt: Path) -> None:
     """Atomic (versioned folder + symlink switch); exact resume incl. RNG, β and score statistics."""
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return
-    with versioned_dir(ckpt) as folder:
-        loop.save_checkpoint(folder, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                             extra={"step": state.step, "kl_ctl": state.kl_ctl.state_dict(),
-                                    "score_moments": vars(state.score_moments)})
-
-
-def save_policy(lm, tokenizer, folder: Path, merge_lora: bool) -> None:
-    """The final policy as a normal HF folder (LoRA merged on request, else a peft adapter folder)."""
-    with versioned_dir(folder) as tmp:
-        if merge_lora and hasattr(lm, "merge_and_unload"):
-            lm = copy.deepcopy(lm).merge_and_unload()
-        lm.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    loop.save_checkpoint_atomic(ckpt, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                                extra={"step": state.step, "kl_ctl": state.kl_ctl.state_dict(),
+                                       "score_moments": vars(state.score_moments)})

@@ -23,8 +23,7 @@ from rlhfkit import losses
 from rlhfkit.atomic import versioned_dir, write_text
 from rlhfkit.config import RMConfig, save_config
 from rlhfkit.data.collate import collate_preferences
-from rlhfkit.data.readers import PreferenceFields, load_preferences, split_train_eval
-from rlhfkit.errors import DataError
+from rlhfkit.data.readers import PreferenceFields, load_preferences, load_with_held_out
 from rlhfkit.models.load import apply_lora, load_sequence_classifier, load_tokenizer
 from rlhfkit.models.reward import RewardModel
 from rlhfkit.report.plots import plot_series
@@ -38,16 +37,9 @@ def load_pairs(cfg: RMConfig) -> tuple[list, list, list[str]]:
     """Training and held-out pairs (from --eval-data or a seeded split) and the loaders' summaries."""
     f = cfg.fields
     fields = PreferenceFields(f.prompt_field, f.chosen_field, f.rejected_field, f.margin_field)
-    train, report = load_preferences(cfg.data, fields)
-    summaries = [report.summary()]
-    if cfg.eval_data:
-        held_out, eval_report = load_preferences(cfg.eval_data, fields)
-        summaries.append(eval_report.summary())
-    else:
-        train, held_out = split_train_eval(train, cfg.eval_fraction, cfg.seed)
-    if not train:
-        raise DataError(cfg.data, None, None, "no usable preference pairs after validation")
-    return train, held_out, summaries
+    train, held_out, reports = load_with_held_out(lambda path: load_preferences(path, fields), cfg.data,
+                                                  cfg.eval_data, cfg.eval_fraction, cfg.seed)
+    return train, held_out, [r.summary() for r in reports]
 
 
 @torch.no_grad()
