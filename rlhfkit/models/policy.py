@@ -25,13 +25,18 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, prompt_len: int
     return out.last_hidden_state[:, prompt_len - 1 : -1]  # [B, T, H]
 
 
-def token_logprobs(head: nn.Module, hidden, response_ids, temperature: float = 1.0, with_entropy: bool = False):
+def token_logprobs(head: nn.Module, hidden, response_ids, temperature: float = 1.0, with_entropy: bool = False,
+                   entropy_grad: bool = False):
     """log π(y_t | x, y_<t) with logits / temperature; only response positions reach the vocab projection.
 
+    The entropy is a metric unless `entropy_grad` (an entropy bonus): only then does it join the autograd graph.
     Returns: (logprobs [B, T], entropy [B, T] or None)."""
     logits = head(hidden).float() / temperature  # [B, T, V]
     logprobs = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # [B, T]
-    return logprobs, (entropy_from_logits(logits) if with_entropy else None)
+    if not with_entropy:
+        return logprobs, None
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        return logprobs, entropy_from_logits(logits)  # [B, T]
 
 
 def response_logprobs(lm: nn.Module, input_ids, attention_mask, response_ids, temperature: float = 1.0):
