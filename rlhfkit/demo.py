@@ -86,9 +86,12 @@ def collect_preferences(cfg: DemoConfig, train_prompts: list, out: Path) -> dict
     train_set = set(prompts[: cfg.rm_prompts])
     write_jsonl(out / "prefs.jsonl", [p for p in pairs if p["prompt"] in train_set])
     write_jsonl(out / "prefs_val.jsonl", [p for p in pairs if p["prompt"] not in train_set])
-    return {"n_prompts": len(prompts), "k": k, "n_pairs": len(pairs), "label_temperature": cfg.label_temperature,
-            "gold_agreement": sum(p["gold_agrees"] for p in pairs) / max(len(pairs), 1),
-            "sft_gold_mean": sum(map(sum, scores)) / max(len(responses), 1)}
+    summary = {"n_prompts": len(prompts), "k": k, "n_pairs": len(pairs), "label_temperature": cfg.label_temperature,
+               "min_gold_gap": cfg.min_gold_gap,
+               "gold_agreement": sum(p["gold_agrees"] for p in pairs) / max(len(pairs), 1),
+               "sft_gold_mean": sum(map(sum, scores)) / max(len(responses), 1)}
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return summary
 
 
 def train_rm(cfg: DemoConfig, prefs: Path, out: Path) -> dict:
@@ -178,5 +181,14 @@ def make_summary(cfg: DemoConfig, prefs: dict, rm: dict, methods: dict, timings:
         "rm_val_gold_accuracy": rm["val_gold_accuracy"], "response_len_sft": sft["response_len"],
         "response_len_rlhf": ppo["response_len"], "n_eval_prompts": sft["n"],
         "wall_seconds": sum(timings.values()), "stage_seconds": timings, "prefs": prefs,
-        "methods": methods, "config": dataclasses.asdict(cfg),
+        "methods": methods, "config": resolved_config(cfg),
     }
+
+
+def resolved_config(cfg: DemoConfig) -> dict:
+    """The demo config with the PPO fields the demo fills in (policy, reward model, prompts, output)."""
+    config = dataclasses.asdict(cfg)
+    run = Path(cfg.output)
+    config["ppo"].update(policy=cfg.policy, reward_model=str(run / "rm"), prompts=str(run / "prompts_train.jsonl"),
+                         output=str(run / "ppo"), seed=cfg.seed)
+    return config
