@@ -264,6 +264,10 @@ class DemoConfig:
     ppo: PPOConfig = _group(PPOConfig, "PPO options (policy/reward_model/prompts/output are set by the demo)",
                             prompts="-", output="-", reward_model="-", steps=50)
     generation: GenerationConfig = _group(GenerationConfig, "sampling for labels and evaluation")
+    algo: Literal["ppo", "dpo", "all"] = _f("ppo", "which methods to train on the same preferences (all = ppo + dpo)")
+    # 1 epoch in bf16 keeps `--algo all` near 20 min on 2 cores
+    dpo: DPOConfig = _group(DPOConfig, "DPO options (policy/data/output are set by the demo)", data="-", output="-",
+                            epochs=1, dtype="bf16")
 
 
 @dataclass

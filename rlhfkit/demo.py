@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 QUICK = {"rm_prompts": 12, "rm_val_prompts": 4, "samples_per_prompt": 2, "pairs_per_prompt": 1, "rm_epochs": 1,
          "min_gold_gap": 0.0, "eval_samples_per_prompt": 1,
          "eval_prompts": 8, "ppo.steps": 2, "ppo.batch_size": 4, "generation.max_new_tokens": 12,
-         "ppo.generation.max_new_tokens": 12}
+         "ppo.generation.max_new_tokens": 12, "dpo.max_length": 64}
 
 
 def apply_quick(cfg: DemoConfig) -> DemoConfig:
@@ -122,6 +122,16 @@ def run_ppo(cfg: DemoConfig, train_prompts: list, rm_dir: Path, out: Path) -> di
     return train_ppo(ppo_cfg, monitors={"gold": gold.gold_rewards})
 
 
+def run_dpo(cfg: DemoConfig, prefs: Path, out: Path) -> dict:
+    """Stage 4b: DPO on the same labelled pairs (no reward model; reference = LoRA adapters disabled)."""
+    from rlhfkit.trainers.dpo import train_dpo
+
+    dpo_cfg = dataclasses.replace(cfg.dpo, policy=cfg.policy, data=str(prefs / "prefs.jsonl"),
+                                  eval_data=str(prefs / "prefs_val.jsonl"), output=str(out), seed=cfg.seed,
+                                  merge_lora=True)
+    return train_dpo(dpo_cfg)
+
+
 def evaluate(cfg: DemoConfig, heldout: list, policies: dict[str, str], rm_dir: Path, out: Path) -> dict:
     """Stage 5: every policy on held-out prompts, scored by gold and the learned RM, with KL to the SFT model."""
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.ppo.dtype == "bf16")  # noqa: E731
@@ -159,9 +169,15 @@ def run_demo(cfg: DemoConfig) -> dict:
     train_prompts, heldout = split_prompts(cfg)
     prefs = run_stage("prefs", run, cfg.force, lambda: collect_preferences(cfg, train_prompts, run / "prefs"), timings)
     rm = run_stage("rm", run, cfg.force, lambda: train_rm(cfg, run / "prefs", run / "rm"), timings)
-    run_stage("ppo", run, cfg.force, lambda: run_ppo(cfg, train_prompts, run / "rm", run / "ppo"), timings)
-    methods = run_stage("eval", run, cfg.force, lambda: evaluate(
-        cfg, heldout, {"sft": cfg.policy, "ppo": str(run / "ppo" / "policy")}, run / "rm", run / "eval"), timings)
+    policies = {"sft": cfg.policy}
+    if cfg.algo in ("ppo", "all"):
+        run_stage("ppo", run, cfg.force, lambda: run_ppo(cfg, train_prompts, run / "rm", run / "ppo"), timings)
+        policies["ppo"] = str(run / "ppo" / "policy")
+    if cfg.algo in ("dpo", "all"):
+        run_stage("dpo", run, cfg.force, lambda: run_dpo(cfg, run / "prefs", run / "dpo"), timings)
+        policies["dpo"] = str(run / "dpo" / "policy")
+    methods = run_stage("eval", run, cfg.force, lambda: evaluate(cfg, heldout, policies, run / "rm", run / "eval"),
+                        timings)
     summary = make_summary(cfg, prefs, rm, methods, timings)
     write_text(run / "summary.json", json.dumps(summary, indent=2))
     from rlhfkit.report.html import build_report
@@ -172,7 +188,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 def make_summary(cfg: DemoConfig, prefs: dict, rm: dict, methods: dict, timings: dict) -> dict:
     """summary.json: the documented top-level figures (README "summary.json") plus per-method details."""
-    sft, ppo = methods["sft"], methods["ppo"]
+    sft, ppo = methods["sft"], methods["ppo" if "ppo" in methods else "dpo"]  # "rlhf" = PPO when it ran
     return {
         "gold_reward_sft": sft["gold"], "gold_reward_rlhf": ppo["gold"], "gold_delta": ppo["gold_delta"],
         "gold_delta_ci95": ppo["gold_delta_ci95"], "rm_reward_sft": sft["rm"], "rm_reward_rlhf": ppo["rm"],
@@ -191,4 +207,6 @@ def resolved_config(cfg: DemoConfig) -> dict:
     run = Path(cfg.output)
     config["ppo"].update(policy=cfg.policy, reward_model=str(run / "rm"), prompts=str(run / "prompts_train.jsonl"),
                          output=str(run / "ppo"), seed=cfg.seed)
+    config["dpo"].update(policy=cfg.policy, data=str(run / "prefs" / "prefs.jsonl"), output=str(run / "dpo"),
+                         eval_data=str(run / "prefs" / "prefs_val.jsonl"), seed=cfg.seed)
     return config

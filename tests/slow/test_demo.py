@@ -15,13 +15,14 @@ SUMMARY_KEYS = ("gold_reward_sft", "gold_reward_rlhf", "gold_delta_ci95", "rm_re
 
 def test_quick_demo_end_to_end(tmp_path, capsys):
     run = tmp_path / "demo"
-    assert main(["demo", "--quick", "--output", str(run)]) == 0
+    assert main(["demo", "--quick", "--algo", "all", "--output", str(run)]) == 0
     summary = json.loads((run / "summary.json").read_text())
     for key in SUMMARY_KEYS:
         assert key in summary, key
     low, high = summary["gold_delta_ci95"]
     assert low <= summary["gold_reward_rlhf"] - summary["gold_reward_sft"] <= high
     assert 0.0 <= summary["win_rate_gold"] <= 1.0 and summary["kl_rlhf"] == summary["methods"]["ppo"]["kl"]
+    assert set(summary["methods"]) == {"sft", "ppo", "dpo"}  # PPO and DPO on the same preferences and eval
     for name in ("prefs/prefs.jsonl", "prefs/prefs_val.jsonl", "rm/metrics.jsonl", "ppo/metrics.jsonl",
                  "ppo/samples.jsonl", "eval/eval.json"):
         path = run / name
@@ -34,10 +35,11 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     yaml.safe_load((run / "config.yaml").read_text())
     html = (run / "report.html").read_text()
     assert "data:image/png;base64" in html and "<html" in html.lower()
-    assert (run / "rm" / "model" / "config.json").is_file() and (run / "ppo" / "policy" / "config.json").is_file()
+    for folder in ("rm/model", "ppo/policy", "dpo/policy"):
+        assert (run / folder / "config.json").is_file(), folder
 
     # a rerun skips finished stages and reproduces the same summary figures
     capsys.readouterr()
-    assert main(["demo", "--quick", "--output", str(run)]) == 0
+    assert main(["demo", "--quick", "--algo", "all", "--output", str(run)]) == 0
     again = json.loads((run / "summary.json").read_text())
     assert again["gold_reward_rlhf"] == summary["gold_reward_rlhf"]
