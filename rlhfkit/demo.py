@@ -143,10 +143,11 @@ def evaluate(cfg: DemoConfig, heldout: list, policies: dict[str, str], rm_dir: P
     return summarize(result, baseline="sft", seed=cfg.seed)
 
 
-def run_stage(name: str, run: Path, force: bool, fn, timings: dict) -> dict:
-    """Run `fn()` unless `run/name/done.json` exists; the marker holds its result and seconds."""
+def run_stage(name: str, run: Path, force: bool, fn, timings: dict, is_stale=lambda result: False) -> dict:
+    """Run `fn()` unless `run/name/done.json` exists (and `is_stale(its result)` is False); the marker holds
+    the result and seconds."""
     marker = run / name / "done.json"
-    if marker.is_file() and not force:
+    if marker.is_file() and not force and not is_stale(json.loads(marker.read_text())["result"]):
         done = json.loads(marker.read_text())
         log.info("stage %s: done already (%.0f s), skipped; --force reruns it", name, done["seconds"])
     else:
@@ -177,7 +178,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         run_stage("dpo", run, cfg.force, lambda: run_dpo(cfg, run / "prefs", run / "dpo"), timings)
         policies["dpo"] = str(run / "dpo" / "policy")
     methods = run_stage("eval", run, cfg.force, lambda: evaluate(cfg, heldout, policies, run / "rm", run / "eval"),
-                        timings)
+                        timings, is_stale=lambda result: set(result) != set(policies))  # e.g. --algo dpo added
     summary = make_summary(cfg, prefs, rm, methods, timings)
     write_text(run / "summary.json", json.dumps(summary, indent=2))
     from rlhfkit.report.html import build_report
