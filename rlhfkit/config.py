@@ -365,11 +365,18 @@ def _short_names(cls: type) -> dict[str, str]:
     return {k.rsplit(".", 1)[-1]: k for k in keys if "." in k and counts[k.rsplit(".", 1)[-1]] == 1}
 
 
+def _aliases(cls: type) -> dict[str, str]:
+    """Alias -> dotted key (e.g. lora -> lora.use_lora), for aliases that name exactly one field of `cls`."""
+    pairs = [(a, k) for k, _, f in _leaf_fields(cls) for a in f.metadata.get("aliases", ())]
+    names = [a for a, _ in pairs]
+    return {a: k for a, k in pairs if names.count(a) == 1}
+
+
 def build(cls: type, overrides: dict[str, Any]) -> Any:
     """Instantiate `cls` from dotted-key overrides; unknown keys and bad values raise ConfigError."""
     leaves = {k: (tp, f) for k, tp, f in _leaf_fields(cls)}
     short = _short_names(cls)
-    aliases = {a: k for k, _, f in _leaf_fields(cls) for a in f.metadata.get("aliases", ())}
+    aliases = _aliases(cls)
     values: dict[str, Any] = {}
     for key, value in overrides.items():
         name = key.replace("-", "_")
@@ -429,7 +436,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         names = [f"--{key.replace('_', '-')}"]
         if key in short:
             names.append(f"--{short[key].replace('_', '-')}")
-        names += [f"--{a}" for a in f.metadata.get("aliases", ())]
+        names += [f"--{a}" for a in f.metadata.get("aliases", ()) if _aliases(cls).get(a) == key]
         default = f.default if f.default is not dataclasses.MISSING else None
         if default is None and "." in key:  # nested: read the group's default
             default = _nested_default(cls, key)
