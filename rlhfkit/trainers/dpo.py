@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit import losses
-from rlhfkit.atomic import write_bytes, write_text
+from rlhfkit.atomic import write_bytes
 from rlhfkit.config import DPOConfig, save_config, to_dict
 from rlhfkit.data.collate import collate_preferences, encode_completions
 from rlhfkit.data.readers import PreferenceFields, load_preferences, load_with_held_out
@@ -214,13 +214,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, float]:
 
     evaluate_fn = partial(evaluate, cfg, run.model, run.eval_loader, held_out, ref, encode, accelerator)
     final = loop.train_epochs(run, cfg, step, evaluate_fn, "dpo")
-    accelerator.wait_for_everyone()
-    run.tracker.close()
-    if accelerator.is_main_process:
-        loop.save_policy(accelerator.unwrap_model(run.model).lm, tokenizer, out / "policy", cfg.merge_lora)
-        plot_dpo_curves(out)
-        write_text(out / "summary.json", json.dumps(final, indent=2))
-    return final
+    return loop.finish_epoch_run(run, tokenizer, out, cfg.merge_lora, final, plot_dpo_curves)
 
 
 def check_step0(metrics: dict[str, float], beta: float) -> None:

@@ -244,6 +244,21 @@ def train_epochs(run: EpochRun, cfg, train_step, evaluate, group: str) -> dict[s
     return final
 
 
+def finish_epoch_run(run: EpochRun, tokenizer, out: Path, merge_lora: bool, final: dict, plot) -> dict:
+    """After training: close the tracker, save `out/policy`, draw the curves (`plot(out)`), write summary.json."""
+    import json
+
+    from rlhfkit.atomic import write_text
+
+    run.accelerator.wait_for_everyone()
+    run.tracker.close()
+    if run.accelerator.is_main_process:
+        save_policy(run.accelerator.unwrap_model(run.model).lm, tokenizer, out / "policy", merge_lora)
+        plot(out)
+        write_text(out / "summary.json", json.dumps(final, indent=2))
+    return final
+
+
 def _train_batch(run: EpochRun, train_step, batch, max_grad_norm: float, group: str) -> dict[str, float]:
     """One micro-batch: loss, backward and (on accumulation boundaries) a clipped optimiser step."""
     acc = run.accelerator

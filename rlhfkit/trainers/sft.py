@@ -15,7 +15,6 @@ never packed, so perplexities of packed and unpacked runs compare.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from functools import partial
@@ -24,7 +23,6 @@ from pathlib import Path
 import torch
 
 from rlhfkit import losses
-from rlhfkit.atomic import write_text
 from rlhfkit.config import SFTConfig, save_config
 from rlhfkit.data.collate import pack_completions, pad_completions, tokenize_completions
 from rlhfkit.data.readers import load_demonstrations, load_with_held_out
@@ -104,13 +102,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
 
     evaluate_fn = partial(evaluate, run.model, run.eval_loader, accelerator, pad)
     final = loop.train_epochs(run, cfg, step, evaluate_fn, "sft")
-    accelerator.wait_for_everyone()
-    run.tracker.close()
-    if accelerator.is_main_process:
-        loop.save_policy(accelerator.unwrap_model(run.model).lm, tokenizer, out / "policy", cfg.merge_lora)
-        plot_sft_curves(out)
-        write_text(out / "summary.json", json.dumps(final, indent=2))
-    return final
+    return loop.finish_epoch_run(run, tokenizer, out, cfg.merge_lora, final, plot_sft_curves)
 
 
 def plot_sft_curves(out: Path) -> None:
