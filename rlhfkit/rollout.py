@@ -11,6 +11,7 @@ import torch
 
 from rlhfkit.data.collate import template_prompts
 from rlhfkit.data.readers import Prompt, prompt_text
+from rlhfkit.models.load import reference_mode
 from rlhfkit.models.policy import response_logprobs
 
 
@@ -102,7 +103,7 @@ def reference_logprobs(actor_critic, ref_lm, roll: Rollout, temperature: float) 
     """log π_ref [B, T]: a frozen copy if given, else the same weights with LoRA adapters disabled."""
     if ref_lm is not None:
         return policy_logprobs(ref_lm, roll, temperature)
-    with actor_critic.lm.disable_adapter():
+    with reference_mode(actor_critic.lm):
         return policy_logprobs(actor_critic.lm, roll, temperature)
 
 

@@ -27,8 +27,11 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
     for i in progress(range(0, len(prompts), batch_size), desc="eval sampling"):
         with torch.no_grad(), (autocast() if autocast else torch.autocast("cpu", enabled=False)):
             roll = generate(lm, tokenizer, prompts[i : i + batch_size], gen_cfg, use_chat_template)
-            kl = ((policy_logprobs(lm, roll, gen_cfg.temperature)
-                   - policy_logprobs(ref_lm, roll, gen_cfg.temperature)) * roll.mask).sum(1)  # [B]
+            if lm is ref_lm:  # the reference itself: KL is 0, no forward passes needed
+                kl = torch.zeros(len(roll.responses))  # [B]
+            else:
+                kl = ((policy_logprobs(lm, roll, gen_cfg.temperature)
+                       - policy_logprobs(ref_lm, roll, gen_cfg.temperature)) * roll.mask).sum(1)  # [B]
         rows += [{"response": r, "kl": k, "len": int(n), "ended": bool(e)}
                  for r, k, n, e in zip(roll.responses, kl.tolist(), roll.response_len.tolist(), roll.ended.tolist())]
     return rows
