@@ -1,7 +1,7 @@
 """PPO speed and memory: rlhfkit against TRL 1.0.0's PPOTrainer on the same models and shapes.
 
 Run with the project's venv (TRL runs in its own, made by bench/setup_trl.sh):
-    bash bench/setup_trl.sh
+    bash bench/setup_trl.sh ppo
     .venv/bin/python bench/ppo_vs_trl.py [--steps 4] [--only all|trl|rlhfkit|ROW,...]
 
 Setting shared by every row: policy SmolLM2-135M-Instruct (full fine-tuning unless the row says LoRA), a SmolLM2
@@ -18,25 +18,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-CACHE = BENCH / ".cache"
-RESULTS = BENCH / "results"
+from harness import (
+    BENCH,
+    CACHE,
+    CHILD_ENV,
+    RESULTS,
+    RLHFKIT_CLI,
+    ROOT,
+    Measured,
+    contention_message,
+    last_line,
+    machine,
+    policy_folder,
+    read_jsonl,
+    run_measured,
+    timed_mean,
+    wait_for_idle,
+)
+
 TRL_PYTHON = BENCH / ".venv-trl" / "bin" / "python"
-RLHFKIT_CLI = ROOT / ".venv" / "bin" / "rlhfkit"
 # lr is TRL's PPOConfig default; it matters for speed too: a policy that moves fast soon stops at EOS earlier
 SETTING = {"batch_size": 8, "max_new_tokens": 48, "ppo_epochs": 2, "num_minibatches": 2, "temperature": 0.7,
            "lr": 3e-6, "seed": 0}
-# the subprocesses never reach a hub and never fork tokenizer threads
-CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 TOPICS = [
     "photosynthesis", "the water cycle", "compound interest", "how vaccines work", "black holes",
@@ -82,7 +91,7 @@ def resolve_models() -> dict[str, Path]:
     """The policy folder (converted once by rlhfkit) and the two untrained reward models built from it."""
     from rlhfkit.models.load import resolve_model_path
 
-    policy = resolve_model_path("smollm2-135m-instruct")
+    policy = policy_folder()
     return {
         "policy": policy,
         "smollm2_rm": untrained_reward_model(policy, CACHE / "smollm2-rm"),
@@ -123,65 +132,14 @@ def write_prompts(n: int) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- running
-@dataclass
-class Measured:
-    exit_code: int
-    peak_rss_mb: float  # of this child alone
-    wall_s: float
-    foreign_cores: float  # CPU used meanwhile by every other process, in cores: > ~0.1 means a contended run
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds that all cores together have spent busy since boot (first line of /proc/stat)."""
-    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_idle(max_wait_s: float, busy_cores: float = 0.2, window_s: float = 2.0) -> float:
-    """Wait until other processes use under `busy_cores` cores (max `max_wait_s`); returns the last reading.
-
-    With 2 cores, one other busy process more than doubles a PyTorch step (OpenMP threads spin at barriers)."""
-    deadline = time.monotonic() + max_wait_s
-    while True:
-        before = busy_cpu_s()
-        time.sleep(window_s)
-        busy = (busy_cpu_s() - before) / window_s
-        if busy < busy_cores or time.monotonic() >= deadline:
-            return busy
-        print(f"  machine busy ({busy:.1f} cores in use by other processes), waiting ...", flush=True)
-
-
-def run_measured(cmd: list[str], log: Path) -> Measured:
-    """Run cmd with stdout+stderr to log, measuring its peak RSS and how busy the rest of the machine was.
-
-    os.wait4 gives the rusage of this one child; RUSAGE_CHILDREN would be the max over every child so far."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start, busy_before = time.perf_counter(), busy_cpu_s()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=CHILD_ENV, cwd=ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall_s = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the child is already reaped
-    foreign_cpu_s = busy_cpu_s() - busy_before - (usage.ru_utime + usage.ru_stime)
-    # ru_maxrss is in kB on Linux
-    return Measured(proc.returncode, usage.ru_maxrss / 1024, wall_s, max(0.0, foreign_cpu_s) / wall_s)
-
-
 def note_contention(row: Row, run: Measured) -> None:
     row.extra.update(wall_s=run.wall_s, foreign_cores=round(run.foreign_cores, 2))
-    if run.foreign_cores > 0.1:
-        row.message = (f"contended: other processes used {run.foreign_cores:.1f} cores meanwhile, "
-                       "so its times are inflated; rerun on an idle machine")
-
-
-def last_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(empty log)"
+    row.message = contention_message(run)
 
 
 def run_trl(row: Row, models: dict[str, Path], prompts: Path, steps: int) -> None:
     if not TRL_PYTHON.is_file():
-        row.status, row.message = "skipped", "bench/.venv-trl missing: run `bash bench/setup_trl.sh` first"
+        row.status, row.message = "skipped", "bench/.venv-trl missing: run `bash bench/setup_trl.sh ppo` first"
         return
     result = CACHE / "trl-result.json"
     result.unlink(missing_ok=True)
@@ -234,9 +192,7 @@ def run_rlhfkit(row: Row, models: dict[str, Path], prompts: Path, steps: int) ->
     shutil.rmtree(output, ignore_errors=True)  # a stale checkpoint would make it resume
     run = run_measured([str(RLHFKIT_CLI), *rlhfkit_flags(row.name, models, prompts, output, steps)], row.log_path)
     metrics = output / "metrics.jsonl"
-    logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
-        if metrics.is_file() else []
-    logged = [m for m in logged if "step_time_s" in m]
+    logged = [m for m in read_jsonl(metrics) if "step_time_s" in m]
     if run.exit_code != 0 or not logged:
         if "No module named 'rlhfkit.trainers.ppo'" in row.log_path.read_text(errors="replace"):
             row.status, row.message = "skipped", "`rlhfkit ppo` is not implemented yet (no rlhfkit.trainers.ppo)"
@@ -260,10 +216,6 @@ def mean_of(logged: list[dict], key: str) -> float | None:
 
 def fill_times(row: Row, step_s: list, generation_s: list, scoring_s: list, training_s: list) -> None:
     """Per-step lists (warm-up first) -> the row's means over the timed steps."""
-    def timed_mean(values: list) -> float:
-        timed = values[1:] if len(values) > 1 else values
-        return sum(timed) / len(timed)
-
     row.step_times_s = [round(t, 3) for t in step_s]
     row.s_per_step, row.generation_s = timed_mean(step_s), timed_mean(generation_s)
     row.scoring_s, row.training_s = timed_mean(scoring_s), timed_mean(training_s)
@@ -310,13 +262,6 @@ def merged_with_stored(rows: list[Row], setting: dict, path: Path) -> list[Row]:
     return [r if r.status != "not run" or r.name not in old else old[r.name] for r in rows]
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 # ----------------------------------------------------------------------------------------- main
 ROWS = [("TRL fp32", "trl"), ("rlhfkit fp32", "rlhfkit"), ("rlhfkit bf16", "rlhfkit"),
         ("rlhfkit defaults", "rlhfkit")]
@@ -354,8 +299,7 @@ def main() -> int:
     rows = merged_with_stored(rows, setting, out)
     add_ratios(rows)
     print_table(rows, args.steps)
-    machine = {"cores": os.cpu_count(), "cpu": cpu_name(), "python": sys.version.split()[0]}
-    summary = {"setting": setting, "machine": machine, "rows": [asdict(r) for r in rows]}
+    summary = {"setting": setting, "machine": machine(), "rows": [asdict(r) for r in rows]}
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
     return 1 if any(r.status == "failed" for r in rows) else 0

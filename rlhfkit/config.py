@@ -1,18 +1,14 @@
-"""One documented dataclass per command, loaded from defaults <- YAML <- flags. Imports no torch."""
+"""One documented dataclass per command (every knob a field with its help text). Imports no torch.
+
+Loading (defaults <- YAML <- flags) lives in `rlhfkit.config_loading`."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+# re-exported: `from rlhfkit.config import build, save_config` keeps working
+from rlhfkit.config_loading import add_arguments, build, from_args, load_yaml, save_config, to_dict  # noqa: F401
 from rlhfkit.errors import ConfigError
 
 
@@ -69,35 +65,46 @@ DEFAULT_TEMPLATE = "Prompt: {prompt}\nResponse: {response}"
 
 # --------------------------------------------------------------------------- commands
 @dataclass
-class SFTConfig:
-    """`rlhfkit sft`: supervised fine-tuning of a causal LM on demonstrations (prompt/response or chats)."""
+class EpochTrainingConfig:
+    """What the epoch-based trainers (SFT, DPO) share; `trainers/loop.py` reads these fields."""
 
-    model: str = _f("smollm2-135m-instruct", "causal LM to fine-tune (alias or HF folder)")
-    data: str | None = _f(None, "demonstration file (JSONL/CSV/Parquet/HF folder)", required=True)
+    data: str | None = _f(None, "training file (JSONL/CSV/Parquet/HF folder)", required=True)
     output: str | None = _f(None, "output folder", required=True)
-    eval_data: str | None = _f(None, "held-out demonstration file; default: split --eval-fraction off --data")
-    prompt_field: str = _f("prompt", "column holding the prompt (text or chat messages)")
-    response_field: str = _f(
-        "response", "column holding the response: text, or a chat ending with the assistant's reply (e.g. "
-        "`messages`: without a prompt column, the turns before the last assistant message are the prompt)")
+    eval_data: str | None = _f(None, "held-out file; default: split --eval-fraction off --data")
     use_chat_template: bool = _f(True, "apply the tokenizer's chat template to prompts when it has one")
-    completion_only: bool = _f(True, "loss on the response tokens and EOS only; off: prompt tokens count too")
-    packing: bool = _f(
-        False, "concatenate examples into --max-length blocks (fewer pad tokens); attention crosses example "
-        "boundaries, the loss mask follows --completion-only; evaluation stays per example")
-    epochs: int = _f(2, "passes over the training examples")
-    batch_size: int = _f(8, "examples (or packed blocks) per micro-batch")
+    epochs: int = _f(2, "passes over the training data")
+    batch_size: int = _f(8, "examples per micro-batch")
     max_length: int = _f(256, "max tokens of prompt + response; if longer, the prompt loses its start "
                               "(the response keeps >= half)")
     eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given")
     log_every: int = _f(10, "write the mean training metrics every N batches")
     dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast, fp32 master weights (~2.4x faster matmuls)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less memory, slower "
+                                             "(see bench/dpo_vs_trl.py for measured figures)")
     resume: bool = _f(False, "continue from the last epoch checkpoint in --output")
     merge_lora: bool = _f(False, "save the final policy with LoRA merged into the weights")
     seed: int = _f(0, "seed for python, numpy, torch and data order")
+    optim: OptimConfig = _group(OptimConfig, "optimiser")
+    lora: LoraConfig = _group(LoraConfig, "LoRA (off: all weights train)")
+
+
+@dataclass
+class SFTConfig(EpochTrainingConfig):
+    """`rlhfkit sft`: supervised fine-tuning of a causal LM on demonstrations (prompt/response or chats)."""
+
+    data: str | None = _f(None, "demonstration file (JSONL/CSV/Parquet/HF folder)", required=True)
+    batch_size: int = _f(8, "examples (or packed blocks) per micro-batch")
     # 2e-5: the usual full fine-tuning rate for small chat models (TRL's SFT default); with --lora use ~2e-4
     optim: OptimConfig = _group(OptimConfig, "optimiser", lr=2e-5)
-    lora: LoraConfig = _group(LoraConfig, "LoRA (off: all weights train)")
+    model: str = _f("smollm2-135m-instruct", "causal LM to fine-tune (alias or HF folder)")
+    prompt_field: str = _f("prompt", "column holding the prompt (text or chat messages)")
+    response_field: str = _f(
+        "response", "column holding the response: text, or a chat ending with the assistant's reply (e.g. "
+        "`messages`: without a prompt column, the turns before the last assistant message are the prompt)")
+    completion_only: bool = _f(True, "loss on the response tokens and EOS only; off: prompt tokens count too")
+    packing: bool = _f(
+        False, "concatenate examples into --max-length blocks (fewer pad tokens); attention crosses example "
+        "boundaries, the loss mask follows --completion-only; evaluation stays per example")
 
 
 @dataclass
@@ -191,41 +198,32 @@ class PPOConfig:
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(EpochTrainingConfig):
     """`rlhfkit dpo`: DPO and its offline variants (IPO, hinge, SimPO) on preference pairs, without an RM."""
 
+    data: str | None = _f(None, "preference file (JSONL/CSV/Parquet/HF folder)", required=True)
+    eval_data: str | None = _f(None, "held-out preference file; default: split --eval-fraction off --data")
+    epochs: int = _f(2, "passes over the training pairs (ALGORITHMS.md: 1–3)")
+    batch_size: int = _f(8, "pairs per micro-batch (chosen+rejected are one forward of 2x this)")
+    # fp32: the DPO logits are differences of summed log-probs of similar responses, where bf16 rounding
+    # adds up over tokens (not measured on the embedded model yet; --dtype bf16 is ~2.4x faster on this CPU)
+    dtype: Literal["fp32", "bf16"] = _f("fp32", "training precision (bf16 = autocast, fp32 master weights)")
+    # provisional: ALGORITHMS.md says 5e-6 for LoRA, but on this project LoRA PPO only moved at ~1e-4; 5e-5 is
+    # a middle value, not yet measured on the embedded model (tiny random models say nothing about it)
+    optim: OptimConfig = _group(OptimConfig, "optimiser", lr=5e-5)
+    lora: LoraConfig = _group(LoraConfig, "LoRA (the CPU default; reference = adapters disabled)",
+                              use_lora=True)
     policy: str = _f("smollm2-135m-instruct", "policy to train (alias or HF folder); its initial state is "
                                                "the reference")
-    data: str | None = _f(None, "preference file (JSONL/CSV/Parquet/HF folder)", required=True)
-    output: str | None = _f(None, "output folder", required=True)
-    eval_data: str | None = _f(None, "held-out preference file; default: split --eval-fraction off --data")
-    use_chat_template: bool = _f(True, "apply the tokenizer's chat template to prompts when it has one")
     loss: Literal["sigmoid", "ipo", "hinge", "simpo"] = _f(
         "sigmoid", "sigmoid = DPO, ipo (length-averaged log-probs), hinge = SLiC, simpo = SimPO (no ref.)")
     beta: float = _f(0.1, "β of sigmoid/ipo/hinge: implicit reward r = β (log π − log π_ref)")
     label_smoothing: float = _f(0.0, "ε of conservative DPO (sigmoid only): share of labels assumed flipped")
     simpo_beta: float = _f(2.0, "SimPO's β (rewards are length-averaged, so it is larger; Meng et al. 2024)")
     simpo_gamma: float = _f(0.5, "SimPO's target reward margin γ")
-    epochs: int = _f(2, "passes over the training pairs (ALGORITHMS.md: 1–3)")
-    batch_size: int = _f(8, "pairs per micro-batch (chosen+rejected are one forward of 2x this)")
-    max_length: int = _f(256, "max tokens of prompt + response; if longer, the prompt loses its start "
-                              "(the response keeps >= half)")
-    eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given")
-    log_every: int = _f(10, "write the mean training metrics every N batches")
     ref_cache: str | None = _f(None, "folder for the cached reference log-probs (default: --output); a cache "
                                      "is reused when model, data and tokenisation settings match")
-    # fp32: the DPO logits are differences of summed log-probs of similar responses, where bf16 rounding
-    # adds up over tokens (not measured on the embedded model yet; --dtype bf16 is ~2.4x faster on this CPU)
-    dtype: Literal["fp32", "bf16"] = _f("fp32", "training precision (bf16 = autocast, fp32 master weights)")
-    resume: bool = _f(False, "continue from the last epoch checkpoint in --output")
-    merge_lora: bool = _f(False, "save the final policy with LoRA merged into the weights")
-    seed: int = _f(0, "seed for python, numpy, torch and data order")
     fields: DataFieldsConfig = _group(DataFieldsConfig, "column names (no margin: DPO has none)")
-    # provisional: ALGORITHMS.md says 5e-6 for LoRA, but on this project LoRA PPO only moved at ~1e-4; 5e-5 is
-    # a middle value, not yet measured on the embedded model (tiny random models say nothing about it)
-    optim: OptimConfig = _group(OptimConfig, "optimiser", lr=5e-5)
-    lora: LoraConfig = _group(LoraConfig, "LoRA (the CPU default; reference = adapters disabled)",
-                              use_lora=True)
 
     def __post_init__(self):
         if self.label_smoothing and self.loss != "sigmoid":
@@ -283,201 +281,8 @@ class EvalConfig:
     gold: bool = _f(True, "also score with the demo's gold reward (VADER-based simulated annotator)")
     max_prompts: int = _f(0, "use only the first N prompts (0 = all)")
     batch_size: int = _f(32, "prompts per generate() call")
+    samples_per_prompt: int = _f(4, "responses per prompt and policy; scores are averaged per prompt (the demo's "
+                                    "setting: with 2, sampling noise per prompt dominated)")
+    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 autocast for sampling and scoring (~2.4x faster on CPU)")
     seed: int = _f(0, "sampling seed")
     generation: GenerationConfig = _group(GenerationConfig, "sampling")
-
-
-# --------------------------------------------------------------------------- loading
-def _field_type(cls: type, f: dataclasses.Field) -> Any:
-    return typing.get_type_hints(cls)[f.name]
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field]]:
-    """All leaf fields as (dotted key, type, Field), nested groups flattened: optim.lr, lora.r, ..."""
-    out = []
-    for f in dataclasses.fields(cls):
-        tp = _field_type(cls, f)
-        if _is_dataclass_type(tp):
-            out += _leaf_fields(tp, f"{prefix}{f.name}.")
-        else:
-            out.append((prefix + f.name, tp, f))
-    return out
-
-
-def _base_type(tp: Any) -> tuple[Any, bool]:
-    """(type without None, is_optional)."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0], True
-    return tp, False
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check/convert one value against its annotated type; ConfigError names the key."""
-    base, optional = _base_type(tp)
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"config key '{key}': null is not allowed")
-    if typing.get_origin(base) is Literal:
-        choices = typing.get_args(base)
-        if value not in choices:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(str, choices))}")
-        return value
-    if typing.get_origin(base) is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-        return [str(v) for v in value]
-    try:
-        if base is bool:
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if base is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return base(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config key '{key}': {value!r} is not a valid {base.__name__}") from None
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _short_names(cls: type) -> dict[str, str]:
-    """Leaf name -> dotted key, for names that are unique across groups (so --lr means --optim.lr)."""
-    keys = [k for k, _, _ in _leaf_fields(cls)]
-    counts: dict[str, int] = {}
-    for k in keys:
-        counts[k.rsplit(".", 1)[-1]] = counts.get(k.rsplit(".", 1)[-1], 0) + 1
-    return {k.rsplit(".", 1)[-1]: k for k in keys if "." in k and counts[k.rsplit(".", 1)[-1]] == 1}
-
-
-def _aliases(cls: type) -> dict[str, str]:
-    """Alias -> dotted key (e.g. lora -> lora.use_lora), for aliases that name exactly one field of `cls`."""
-    pairs = [(a, k) for k, _, f in _leaf_fields(cls) for a in f.metadata.get("aliases", ())]
-    names = [a for a, _ in pairs]
-    return {a: k for a, k in pairs if names.count(a) == 1}
-
-
-def build(cls: type, overrides: dict[str, Any]) -> Any:
-    """Instantiate `cls` from dotted-key overrides; unknown keys and bad values raise ConfigError."""
-    leaves = {k: (tp, f) for k, tp, f in _leaf_fields(cls)}
-    short = _short_names(cls)
-    aliases = _aliases(cls)
-    values: dict[str, Any] = {}
-    for key, value in overrides.items():
-        name = key.replace("-", "_")
-        full = name if name in leaves else short.get(name, aliases.get(name, name))
-        if full not in leaves:
-            raise ConfigError(f"unknown config key '{key}' for `{cls.__name__}`")
-        values[full] = _coerce(key, value, leaves[full][0])
-    for key, (_, f) in leaves.items():
-        default = _nested_default(cls, key) if "." in key else f.default
-        if f.metadata.get("required") and values.get(key, default) in (None, ""):
-            raise ConfigError(f"missing required config key '{key}' (--{key.replace('_', '-')})")
-    return _instantiate(cls, values, "")
-
-
-def _instantiate(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        tp = _field_type(cls, f)
-        if _is_dataclass_type(tp):
-            sub = {k: v for k, v in values.items() if k.startswith(f"{prefix}{f.name}.")}
-            default = f.default_factory()  # keeps per-command defaults such as optim.lr
-            for k, v in sub.items():
-                _set_dotted(default, k[len(prefix) + len(f.name) + 1 :], v)
-            kwargs[f.name] = default
-        elif prefix + f.name in values:
-            kwargs[f.name] = values[prefix + f.name]
-    return cls(**kwargs)
-
-
-def _set_dotted(obj: Any, key: str, value: Any) -> None:
-    head, _, rest = key.partition(".")
-    if rest:
-        _set_dotted(getattr(obj, head), rest, value)
-    else:
-        setattr(obj, head, value)
-
-
-def load_yaml(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
-    return _flatten(data)
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per leaf field (--optim.lr, and --lr where unique); defaults stay in the dataclass."""
-    short = {v: k for k, v in _short_names(cls).items()}
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config; flags override it")
-    for key, tp, f in _leaf_fields(cls):
-        base, _ = _base_type(tp)
-        names = [f"--{key.replace('_', '-')}"]
-        if key in short:
-            names.append(f"--{short[key].replace('_', '-')}")
-        names += [f"--{a}" for a in f.metadata.get("aliases", ()) if _aliases(cls).get(a) == key]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if default is None and "." in key:  # nested: read the group's default
-            default = _nested_default(cls, key)
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": help_text}
-        if base is bool:
-            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
-        elif typing.get_origin(base) is list:
-            parser.add_argument(*names, action="append", metavar="VALUE", **kw)
-        elif typing.get_origin(base) is Literal:
-            parser.add_argument(*names, choices=typing.get_args(base), **kw)
-        else:
-            parser.add_argument(*names, metavar=base.__name__.upper(), **kw)
-
-
-def _nested_default(cls: type, key: str) -> Any:
-    obj = cls.__dataclass_fields__[key.split(".")[0]].default_factory()
-    for part in key.split(".")[1:]:
-        obj = getattr(obj, part)
-    return obj
-
-
-def from_args(cls: type, args: argparse.Namespace) -> Any:
-    """defaults <- --config YAML <- explicit flags."""
-    given = {k: v for k, v in vars(args).items() if k not in ("config", "command", "func")}
-    values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    values.update(given)
-    return build(cls, values)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def save_config(cfg: Any, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically (tmp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
-
-

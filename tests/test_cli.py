@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from rlhfkit import config as C
+from rlhfkit import config_loading
 from rlhfkit.cli import COMMANDS, main
 
 
@@ -15,12 +16,12 @@ def test_help_lists_every_leaf_option(command, capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     cls = COMMANDS[command][0]
-    for key, _, field in C._leaf_fields(cls):
+    for key, _, field in config_loading._leaf_fields(cls):
         assert f"--{key.replace('_', '-')}" in text, key
         assert field.metadata.get("help"), f"{key} has no help text"
     assert dataclasses.is_dataclass(cls)
 
 
 def test_lora_alias_only_where_unambiguous():
-    assert C._aliases(C.PPOConfig) == {"lora": "lora.use_lora"}
-    assert "lora" not in C._aliases(C.DemoConfig)  # ppo.lora and dpo.lora: spell the group
+    assert config_loading._aliases(C.PPOConfig) == {"lora": "lora.use_lora"}
+    assert "lora" not in config_loading._aliases(C.DemoConfig)  # ppo.lora and dpo.lora: spell the group

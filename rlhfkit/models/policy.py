@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from rlhfkit.losses import entropy_from_logits
 
@@ -25,18 +26,43 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, prompt_len: int
     return out.last_hidden_state[:, prompt_len - 1 : -1]  # [B, T, H]
 
 
+# tokens whose logits are alive at once: 1024 x 49k vocabulary x 4 bytes = 200 MB (a [B, T, V] block would be
+# ~0.4 GB per copy for DPO's 16 sequences x 64 tokens, and softmax/backward make several copies)
+LOGIT_CHUNK_TOKENS = 1024
+
+
 def token_logprobs(head: nn.Module, hidden, response_ids, temperature: float = 1.0, with_entropy: bool = False,
                    entropy_grad: bool = False):
     """log π(y_t | x, y_<t) with logits / temperature; only response positions reach the vocab projection.
 
-    The entropy is a metric unless `entropy_grad` (an entropy bonus): only then does it join the autograd graph.
+    The projection runs over chunks of LOGIT_CHUNK_TOKENS positions. Under autograd each chunk is checkpointed
+    (its logits are recomputed in the backward pass), so no [B, T, V] tensor is ever alive, at the cost of one
+    more LM-head matmul per chunk. The entropy is a metric unless `entropy_grad` (an entropy bonus): only
+    then does it join the autograd graph.
     Returns: (logprobs [B, T], entropy [B, T] or None)."""
-    logits = head(hidden).float() / temperature  # [B, T, V]
-    logprobs = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # [B, T]
+    B, T, H = hidden.shape
+    flat_hidden, flat_ids = hidden.reshape(B * T, H), response_ids.reshape(B * T)
+    entropy_grad = entropy_grad and torch.is_grad_enabled()
+    logprobs, entropy = [], []
+    for start in range(0, B * T, LOGIT_CHUNK_TOKENS):
+        args = (head, flat_hidden[start:start + LOGIT_CHUNK_TOKENS], flat_ids[start:start + LOGIT_CHUNK_TOKENS],
+                temperature, with_entropy, entropy_grad)
+        if torch.is_grad_enabled() and flat_hidden.requires_grad:
+            lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logprobs(*args)
+        logprobs.append(lp), entropy.append(ent)
+    return torch.cat(logprobs).view(B, T), torch.cat(entropy).view(B, T) if with_entropy else None
+
+
+def _chunk_logprobs(head, hidden, ids, temperature: float, with_entropy: bool, entropy_grad: bool):
+    """(log π(ids) [N], entropy [N] or None) for N positions: z = head(hidden) / τ, log π = z_y − logsumexp z."""
+    logits = head(hidden).float() / temperature  # [N, V]
+    logprobs = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # [N]
     if not with_entropy:
         return logprobs, None
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        return logprobs, entropy_from_logits(logits)  # [B, T]
+    with torch.set_grad_enabled(entropy_grad):
+        return logprobs, entropy_from_logits(logits)  # [N]
 
 
 def response_logprobs(lm: nn.Module, input_ids, attention_mask, response_ids, temperature: float = 1.0):

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from functools import partial
 from pathlib import Path
 
@@ -30,8 +31,8 @@ from rlhfkit.atomic import write_bytes
 from rlhfkit.config import DPOConfig, save_config, to_dict
 from rlhfkit.data.collate import collate_preferences, encode_completions
 from rlhfkit.data.readers import PreferenceFields, load_preferences, load_with_held_out
-from rlhfkit.models.load import apply_lora, load_causal_lm, load_tokenizer, reference_mode, resolve_model_path
-from rlhfkit.models.policy import Policy, sequence_logprobs
+from rlhfkit.models.load import load_tokenizer, reference_mode, resolve_model_path
+from rlhfkit.models.policy import sequence_logprobs
 from rlhfkit.report.plots import plot_series
 from rlhfkit.tracking import progress, read_metrics
 from rlhfkit.trainers import loop
@@ -193,14 +194,13 @@ def train_dpo(cfg: DPOConfig) -> dict[str, float]:
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
-    lm = load_causal_lm(cfg.policy)
-    if cfg.lora.use_lora:
-        lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
-    policy = Policy(lm).to(accelerator.device)
+    policy = loop.trainable_policy(cfg.policy, cfg).to(accelerator.device)
     encode = partial(encode_completions, tokenizer, use_chat_template=cfg.use_chat_template,
                      max_length=cfg.max_length)
+    t0 = time.perf_counter()
     ref = (no_reference(train, held_out, accelerator.device) if cfg.loss == "simpo"  # before any update:
            else reference_logps(cfg, policy, train, held_out, encode, accelerator))  # (and before --resume)
+    reference_s = time.perf_counter() - t0  # 0-ish when the cache was reused
     # the loaders yield indices, so a batch finds its cached reference log-probs by position
     run = loop.prepare_epoch_run(cfg, accelerator, policy, list(range(len(train))),
                                  list(range(len(held_out))))
@@ -214,6 +214,7 @@ def train_dpo(cfg: DPOConfig) -> dict[str, float]:
 
     evaluate_fn = partial(evaluate, cfg, run.model, run.eval_loader, held_out, ref, encode, accelerator)
     final = loop.train_epochs(run, cfg, step, evaluate_fn, "dpo")
+    final["time/reference_s"] = reference_s
     return loop.finish_epoch_run(run, tokenizer, out, cfg.merge_lora, final, plot_dpo_curves)
 
 

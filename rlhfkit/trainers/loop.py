@@ -183,6 +183,20 @@ class EpochRun:
     skipped_steps: int = 0
 
 
+def trainable_policy(path: str, cfg) -> torch.nn.Module:
+    """The causal LM at `path` as a `Policy` to train: gradient checkpointing if cfg.gradient_checkpointing
+    (activations recomputed in the backward pass), then LoRA adapters if cfg.lora.use_lora."""
+    from rlhfkit.models.load import apply_lora, load_causal_lm
+    from rlhfkit.models.policy import Policy
+
+    lm = load_causal_lm(path)
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora.use_lora:
+        lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
+    return Policy(lm)
+
+
 def prepare_epoch_run(cfg, accelerator, model, train_items: list, eval_items: list) -> EpochRun:
     """Loaders (a seeded shuffle per epoch; batches are lists of items), AdamW + schedule, accelerate.prepare,
     and --resume from `output/checkpoint`. Uses cfg.output, batch_size, epochs, seed, resume and optim."""

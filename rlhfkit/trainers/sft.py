@@ -26,8 +26,8 @@ from rlhfkit import losses
 from rlhfkit.config import SFTConfig, save_config
 from rlhfkit.data.collate import pack_completions, pad_completions, tokenize_completions
 from rlhfkit.data.readers import load_demonstrations, load_with_held_out
-from rlhfkit.models.load import apply_lora, load_causal_lm, load_tokenizer
-from rlhfkit.models.policy import Policy, completion_logprobs
+from rlhfkit.models.load import load_tokenizer
+from rlhfkit.models.policy import completion_logprobs
 from rlhfkit.report.plots import plot_series
 from rlhfkit.tracking import read_metrics
 from rlhfkit.trainers import loop
@@ -91,10 +91,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
     train, held_out = load_examples(cfg, tokenizer)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
-    lm = load_causal_lm(cfg.model)
-    if cfg.lora.use_lora:
-        lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
-    run = loop.prepare_epoch_run(cfg, accelerator, Policy(lm), train, held_out)
+    run = loop.prepare_epoch_run(cfg, accelerator, loop.trainable_policy(cfg.model, cfg), train, held_out)
     pad = tokenizer.pad_token_id
 
     def step(examples: list) -> tuple[torch.Tensor, dict[str, float]]:

@@ -1,0 +1,112 @@
+"""What every bench/*_vs_trl.py script shares: paths, running one implementation as a measured subprocess
+(peak RSS from os.wait4, how busy the rest of the machine was), waiting for an idle CPU, small helpers.
+
+Imports nothing heavy (no torch): the scripts run in the project's venv and start each implementation as
+its own subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CACHE = BENCH / ".cache"
+RESULTS = BENCH / "results"
+RLHFKIT_CLI = ROOT / ".venv" / "bin" / "rlhfkit"
+# the subprocesses never reach a hub and never fork tokenizer threads
+CHILD_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass
+class Measured:
+    exit_code: int
+    peak_rss_mb: float  # of this child alone
+    wall_s: float
+    foreign_cores: float  # CPU used meanwhile by every other process, in cores: > ~0.1 means a contended run
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds that all cores together have spent busy since boot (first line of /proc/stat)."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_idle(max_wait_s: float, busy_cores: float = 0.2, window_s: float = 2.0) -> float:
+    """Wait until other processes use under `busy_cores` cores (max `max_wait_s`); returns the last reading.
+
+    With 2 cores, one other busy process more than doubles a PyTorch step (OpenMP threads spin at barriers)."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before = busy_cpu_s()
+        time.sleep(window_s)
+        busy = (busy_cpu_s() - before) / window_s
+        if busy < busy_cores or time.monotonic() >= deadline:
+            return busy
+        print(f"  machine busy ({busy:.1f} cores in use by other processes), waiting ...", flush=True)
+
+
+def run_measured(cmd: list[str], log: Path) -> Measured:
+    """Run cmd with stdout+stderr to log, measuring its peak RSS and how busy the rest of the machine was.
+
+    os.wait4 gives the rusage of this one child; RUSAGE_CHILDREN would be the max over every child so far."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start, busy_before = time.perf_counter(), busy_cpu_s()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=CHILD_ENV, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall_s = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the child is already reaped
+    foreign_cpu_s = busy_cpu_s() - busy_before - (usage.ru_utime + usage.ru_stime)
+    # ru_maxrss is in kB on Linux
+    return Measured(proc.returncode, usage.ru_maxrss / 1024, wall_s, max(0.0, foreign_cpu_s) / wall_s)
+
+
+def contention_message(run: Measured) -> str:
+    """'' for a clean run; else a warning for the row (its times are inflated)."""
+    if run.foreign_cores <= 0.1:
+        return ""
+    return (f"contended: other processes used {run.foreign_cores:.1f} cores meanwhile, "
+            "so its times are inflated; rerun on an idle machine")
+
+
+def last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(empty log)"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def timed_mean(values: list[float]) -> float:
+    """Mean over the steps after the first (warm-up); the only value if there is one."""
+    timed = values[1:] if len(values) > 1 else values
+    return sum(timed) / len(timed)
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def machine() -> dict:
+    return {"cores": os.cpu_count(), "cpu": cpu_name(), "python": sys.version.split()[0]}
+
+
+def policy_folder() -> Path:
+    """SmolLM2-135M-Instruct as a safetensors folder (converted once by rlhfkit into its cache)."""
+    from rlhfkit.models.load import resolve_model_path
+
+    return resolve_model_path("smollm2-135m-instruct")
