@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 
 from rlhfkit import config as C
 from rlhfkit.errors import ConfigError, RlhfkitError
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("httpx", "urllib3", "filelock", "accelerate", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing` on every LoRA wrap: not ours to fix
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if args.command not in ("score",):
         from transformers.utils import logging as hf_logging
 
