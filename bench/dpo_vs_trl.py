@@ -6,8 +6,9 @@ Run with the project's venv (TRL runs in its own, made by bench/setup_trl.sh):
 
 Setting shared by every row: policy SmolLM2-135M-Instruct, one epoch over `steps` batches of 8 preference pairs
 (chat-templated prompt of ~30 tokens, chosen ~60 and rejected ~40 response tokens; the same JSONL for both
-sides), sigmoid loss, β 0.1, AdamW, max length 256, dropout off, no gradient checkpointing, no saving or
-evaluation while training. Each implementation runs in its own subprocess.
+sides), sigmoid loss, β 0.1, AdamW, max length 256, dropout off, no saving or
+evaluation while training, no gradient checkpointing unless the row says `ckpt` (TRL's configs default to it).
+Each implementation runs in its own subprocess.
 
 Per row: s/step (mean wall time of an optimiser step after the first, which is warm-up), ref s/step (a one-off
 reference pass before training, spread over the steps: 0 when the reference runs inside every step), total
@@ -36,11 +37,13 @@ from harness import (
     contention_message,
     last_line,
     machine,
+    merged_with_stored,
     policy_folder,
+    print_table,
     read_jsonl,
     run_measured,
+    run_selected,
     timed_mean,
-    wait_for_idle,
 )
 
 TRL_PYTHON = BENCH / ".venv-trl-dpo" / "bin" / "python"
@@ -84,10 +87,12 @@ class Row:
 ROWS = [
     Row("TRL fp32", "trl", ""),  # TRL's default: a second model as the reference, run in every step
     Row("TRL fp32 precompute", "trl", ""),  # precompute_ref_log_probs=True: no reference model in memory
+    Row("TRL fp32 ckpt", "trl", ""),  # gradient checkpointing on, as in TRL's own config defaults
     Row("TRL bf16", "trl", ""),
     Row("TRL LoRA fp32", "trl", ""),
     Row("rlhfkit fp32", "rlhfkit", "TRL fp32"),
     Row("rlhfkit bf16", "rlhfkit", "TRL bf16"),
+    Row("rlhfkit fp32 ckpt", "rlhfkit", "TRL fp32 ckpt"),
     Row("rlhfkit LoRA fp32", "rlhfkit", "TRL LoRA fp32"),
     Row("rlhfkit defaults", "rlhfkit", "TRL LoRA fp32"),  # `rlhfkit dpo` with no training flags
 ]
@@ -132,6 +137,7 @@ def run_trl(row: Row, policy: Path, data: Path, steps: int) -> None:
     cmd += ["--precompute-ref"] if "precompute" in row.name else []
     cmd += ["--lora"] if "LoRA" in row.name else []
     cmd += ["--bf16"] if "bf16" in row.name else []
+    cmd += ["--gradient-checkpointing"] if "ckpt" in row.name else []
     run = run_measured(cmd, ROOT / row.log)
     if run.exit_code != 0 or not result.is_file():
         row.status, row.message = "failed", f"TRL worker exited {run.exit_code}: {last_line(ROOT / row.log)}"
@@ -153,6 +159,7 @@ def rlhfkit_flags(row: Row, data: Path, eval_data: Path, output: Path) -> list[s
     # TRL's setting: constant β and lr, no warm-up, no weight decay
     flags += ["--beta", str(s["beta"]), "--lr", str(s["lr"]), "--max-length", str(s["max_length"]),
               "--warmup-ratio", "0", "--weight-decay", "0", "--dtype", "bf16" if "bf16" in row.name else "fp32"]
+    flags += ["--gradient-checkpointing"] if "ckpt" in row.name else []
     return flags + (["--lora"] if "LoRA" in row.name else ["--no-lora"])
 
 
@@ -183,36 +190,9 @@ def add_ratios(rows: list[Row]) -> None:
             row.rss_ratio_vs_trl = row.peak_rss_mb / base.peak_rss_mb
 
 
-def print_table(rows: list[Row], steps: int) -> None:
-    def num(x, fmt):
-        return format(x, fmt) if x is not None else "-"
-
-    print(f"\nDPO, {steps} steps of {SETTING['batch_size']} pairs (first = warm-up), max length "
-          f"{SETTING['max_length']}")
-    head = (f"{'row':<22}{'s/step':>8}{'ref s/step':>11}{'total s':>9}{'peak RSS MB':>12}{'vs':>16}"
-            f"{'time x':>8}{'RSS x':>7}")
-    print(head + "\n" + "-" * len(head))
-    for r in rows:
-        if r.status != "ok":
-            print(f"{r.name:<22}{r.status}: {r.message}")
-            continue
-        print(f"{r.name:<22}{num(r.s_per_step, '8.2f')}{num(r.ref_s_per_step, '11.2f')}"
-              f"{num(r.total_s_per_step, '9.2f')}{num(r.peak_rss_mb, '12.0f')}{r.baseline or '-':>16}"
-              f"{num(r.time_ratio_vs_trl, '8.2f')}{num(r.rss_ratio_vs_trl, '7.2f')}" + ("  *" if r.message else ""))
-    for r in rows:
-        if r.status == "ok" and r.message:
-            print(f"* {r.name}: {r.message}")
-
-
-def merged_with_stored(rows: list[Row], setting: dict, path: Path) -> list[Row]:
-    """Rows run now, plus rows of the same setting kept from the last results file."""
-    if not path.is_file():
-        return rows
-    stored = json.loads(path.read_text())
-    if stored.get("setting") != setting:
-        return rows
-    old = {r["name"]: Row(**r) for r in stored["rows"]}
-    return [r if r.status != "not run" or r.name not in old else old[r.name] for r in rows]
+COLUMNS = [("s/step", "s_per_step", "8.2f"), ("ref s/step", "ref_s_per_step", "11.2f"),
+           ("total s", "total_s_per_step", "9.2f"), ("peak RSS MB", "peak_rss_mb", "12.0f"),
+           ("vs", "baseline", "16s"), ("time x", "time_ratio_vs_trl", "8.2f"), ("RSS x", "rss_ratio_vs_trl", "7.2f")]
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -234,24 +214,15 @@ def main() -> int:
     eval_data = write_pairs(SETTING["batch_size"], CACHE / "dpo_pairs_eval.jsonl")
 
     rows = [Row(r.name, r.impl, r.baseline) for r in ROWS]
-    wanted = set(args.only.lower().split(","))
-    known = {"all", "trl", "rlhfkit", *(r.slug.lower() for r in rows)}
-    if not wanted <= known:
-        parser.error(f"--only: unknown {', '.join(sorted(wanted - known))}; choose from {', '.join(sorted(known))}")
-    for row in rows:
-        if wanted & {"all", row.impl, row.slug.lower()}:
-            row.log = str((RESULTS / "logs" / f"dpo-{row.slug}.log").relative_to(ROOT))
-            busy = wait_for_idle(args.wait_idle)
-            print(f"running {row.name} ({args.steps} steps; log: {row.log}; others use {busy:.1f} cores) ...",
-                  flush=True)
-            if row.impl == "trl":
-                run_trl(row, policy, data, args.steps)
-            else:
-                run_rlhfkit(row, data, eval_data, args.steps)
+    run_selected(parser, rows, args.only, args.wait_idle, args.steps, "dpo-",
+                 lambda row: run_trl(row, policy, data, args.steps) if row.impl == "trl"
+                 else run_rlhfkit(row, data, eval_data, args.steps))
     out = RESULTS / "dpo_vs_trl.json"
-    rows = merged_with_stored(rows, setting, out)
+    rows = merged_with_stored(rows, setting, out, Row)
     add_ratios(rows)
-    print_table(rows, args.steps)
+    print(f"\nDPO, {args.steps} steps of {SETTING['batch_size']} pairs (first = warm-up), max length "
+          f"{SETTING['max_length']}; ratios are total s/step and peak RSS against the row named under `vs`")
+    print_table(rows, COLUMNS)
     summary = {"setting": setting, "machine": machine(), "rows": [asdict(r) for r in rows]}
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")

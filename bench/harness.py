@@ -110,3 +110,58 @@ def policy_folder() -> Path:
     from rlhfkit.models.load import resolve_model_path
 
     return resolve_model_path("smollm2-135m-instruct")
+
+
+def own_peak_rss_mb() -> float:
+    """This process's high-water resident set size (VmHWM), in MB: for the workers that run in TRL's venvs."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # reported in kB
+    raise RuntimeError("VmHWM missing from /proc/self/status")
+
+
+# ----------------------------------------------------------------------------------------- rows and tables
+def merged_with_stored(rows: list, setting: dict, path: Path, row_cls: type) -> list:
+    """Rows run now, plus rows of the same setting kept from the last results file."""
+    if not path.is_file():
+        return rows
+    stored = json.loads(path.read_text())
+    if stored.get("setting") != setting:
+        return rows
+    old = {r["name"]: row_cls(**r) for r in stored["rows"]}
+    return [r if r.status != "not run" or r.name not in old else old[r.name] for r in rows]
+
+
+def print_table(rows: list, columns: list[tuple[str, str, str]], name_width: int = 22) -> None:
+    """One line per row: `columns` are (header, row attribute, format spec with width); rows that did not run
+    say why, and contended rows get a `*` and a footnote."""
+    def cell(row, attr: str, spec: str) -> str:
+        value = getattr(row, attr)
+        width = spec.rstrip("fds").split(".")[0]
+        return format(value, spec) if isinstance(value, (int, float)) else format(str(value or "-"), f">{width}")
+
+    head = f"{'row':<{name_width}}" + "".join(f"{h:>{s.rstrip('fds').split('.')[0]}}" for h, _, s in columns)
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        if r.status != "ok":
+            print(f"{r.name:<{name_width}}{r.status}: {r.message}")
+            continue
+        print(f"{r.name:<{name_width}}" + "".join(cell(r, a, s) for _, a, s in columns) + ("  *" if r.message else ""))
+    for r in rows:
+        if r.status == "ok" and r.message:
+            print(f"* {r.name}: {r.message}")
+
+
+def run_selected(parser, rows: list, only: str, wait_idle_s: float, steps: int, log_prefix: str, run_row) -> None:
+    """Run the rows named by --only (all, an implementation, or row slugs), each after waiting for an idle CPU;
+    `run_row(row)` fills the row in."""
+    wanted = set(only.lower().split(","))
+    known = {"all", *(r.impl for r in rows), *(r.slug.lower() for r in rows)}
+    if not wanted <= known:
+        parser.error(f"--only: unknown {', '.join(sorted(wanted - known))}; choose from {', '.join(sorted(known))}")
+    for row in rows:
+        if wanted & {"all", row.impl, row.slug.lower()}:
+            row.log = str((RESULTS / "logs" / f"{log_prefix}{row.slug}.log").relative_to(ROOT))
+            busy = wait_for_idle(wait_idle_s)
+            print(f"running {row.name} ({steps} steps; log: {row.log}; others use {busy:.1f} cores) ...", flush=True)
+            run_row(row)

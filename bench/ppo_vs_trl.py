@@ -35,11 +35,13 @@ from harness import (
     contention_message,
     last_line,
     machine,
+    merged_with_stored,
     policy_folder,
+    print_table,
     read_jsonl,
     run_measured,
+    run_selected,
     timed_mean,
-    wait_for_idle,
 )
 
 TRL_PYTHON = BENCH / ".venv-trl" / "bin" / "python"
@@ -230,36 +232,9 @@ def add_ratios(rows: list[Row]) -> None:
             row.rss_ratio_vs_trl = row.peak_rss_mb / trl.peak_rss_mb
 
 
-def print_table(rows: list[Row], steps: int) -> None:
-    def num(x, fmt):
-        return format(x, fmt) if x is not None else "-"
-
-    print(f"\nPPO, {SETTING['batch_size']} prompts x {SETTING['max_new_tokens']} tokens, "
-          f"{SETTING['ppo_epochs']} epochs x {SETTING['num_minibatches']} minibatches; {steps} steps, first = warm-up")
-    head = f"{'row':<20}{'s/step':>8}{'gen s':>8}{'score s':>8}{'train s':>8}{'peak RSS MB':>12}" \
-           f"{'time x TRL':>11}{'RSS x TRL':>10}"
-    print(head + "\n" + "-" * len(head))
-    for r in rows:
-        if r.status != "ok":
-            print(f"{r.name:<20}{r.status}: {r.message}")
-            continue
-        print(f"{r.name:<20}{num(r.s_per_step, '8.2f')}{num(r.generation_s, '8.2f')}{num(r.scoring_s, '8.2f')}"
-              f"{num(r.training_s, '8.2f')}{num(r.peak_rss_mb, '12.0f')}{num(r.time_ratio_vs_trl, '11.2f')}"
-              f"{num(r.rss_ratio_vs_trl, '10.2f')}" + ("  *" if r.message else ""))
-    for r in rows:
-        if r.status == "ok" and r.message:
-            print(f"* {r.name}: {r.message}")
-
-
-def merged_with_stored(rows: list[Row], setting: dict, path: Path) -> list[Row]:
-    """Rows run now, plus rows of the same setting kept from the last results file."""
-    if not path.is_file():
-        return rows
-    stored = json.loads(path.read_text())
-    if stored.get("setting") != setting:
-        return rows
-    old = {r["name"]: Row(**r) for r in stored["rows"]}
-    return [r if r.status != "not run" or r.name not in old else old[r.name] for r in rows]
+COLUMNS = [("s/step", "s_per_step", "8.2f"), ("gen s", "generation_s", "8.2f"), ("score s", "scoring_s", "8.2f"),
+           ("train s", "training_s", "8.2f"), ("peak RSS MB", "peak_rss_mb", "12.0f"),
+           ("time x TRL", "time_ratio_vs_trl", "11.2f"), ("RSS x TRL", "rss_ratio_vs_trl", "10.2f")]
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -284,21 +259,14 @@ def main() -> int:
     prompts = write_prompts(SETTING["batch_size"] * args.steps)
 
     rows = [Row(name, impl) for name, impl in ROWS]
-    wanted = set(args.only.lower().split(","))
-    known = {"all", "trl", "rlhfkit", *(r.slug.lower() for r in rows)}
-    if not wanted <= known:
-        parser.error(f"--only: unknown {', '.join(sorted(wanted - known))}; choose from {', '.join(sorted(known))}")
-    for row in rows:
-        if wanted & {"all", row.impl, row.slug.lower()}:
-            row.log = str((RESULTS / "logs" / f"{row.slug}.log").relative_to(ROOT))
-            busy = wait_for_idle(args.wait_idle)
-            print(f"running {row.name} ({args.steps} steps; log: {row.log}; "
-                  f"others use {busy:.1f} cores) ...", flush=True)
-            (run_trl if row.impl == "trl" else run_rlhfkit)(row, models, prompts, args.steps)
+    run_selected(parser, rows, args.only, args.wait_idle, args.steps, "",
+                 lambda row: (run_trl if row.impl == "trl" else run_rlhfkit)(row, models, prompts, args.steps))
     out = RESULTS / "ppo_vs_trl.json"
-    rows = merged_with_stored(rows, setting, out)
+    rows = merged_with_stored(rows, setting, out, Row)
     add_ratios(rows)
-    print_table(rows, args.steps)
+    print(f"\nPPO, {SETTING['batch_size']} prompts x {SETTING['max_new_tokens']} tokens, {SETTING['ppo_epochs']} "
+          f"epochs x {SETTING['num_minibatches']} minibatches; {args.steps} steps, first = warm-up")
+    print_table(rows, COLUMNS, name_width=20)
     summary = {"setting": setting, "machine": machine(), "rows": [asdict(r) for r in rows]}
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")

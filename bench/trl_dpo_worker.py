@@ -6,7 +6,7 @@ as the last stdout line):
 `step_times_s` has one entry per optimiser step, warm-up included; the harness drops the first. `reference_s` is
 the one-off reference pass of `--precompute-ref` (TRL's `_precompute_ref_logps`, timed by wrapping it); without
 it TRL runs the frozen reference model inside every step, so its cost is part of the step times.
-This file imports nothing from rlhfkit: it must run in TRL's venv.
+This file imports nothing from rlhfkit (it runs in TRL's venv), only the standard-library bench/harness.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from harness import own_peak_rss_mb  # bench/ is this script's folder, so on sys.path
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
@@ -35,16 +36,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--precompute-ref", action="store_true", help="precompute_ref_log_probs=True (no ref model)")
     p.add_argument("--lora", action="store_true", help="LoRA r16 alpha 32 on all linear layers (ref = no adapter)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="TRL's own default (True in its configs)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
-
-
-def peak_rss_mb() -> float:
-    """The process's high-water resident set size (VmHWM), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # reported in kB
-    raise RuntimeError("VmHWM missing from /proc/self/status")
 
 
 class StepClock(TrainerCallback):
@@ -86,7 +80,7 @@ def main() -> None:
         output_dir=args.output, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
         num_train_epochs=1, learning_rate=args.lr, beta=args.beta, max_length=args.max_length,
         precompute_ref_log_probs=args.precompute_ref, precompute_ref_batch_size=args.batch_size * 2,
-        gradient_checkpointing=False, bf16=args.bf16, use_cpu=True, seed=args.seed, data_seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing, bf16=args.bf16, use_cpu=True, seed=args.seed, data_seed=args.seed,
         save_strategy="no", eval_strategy="no", logging_steps=1, report_to=[], dataloader_num_workers=0,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
     )
@@ -108,7 +102,7 @@ def main() -> None:
         "impl": "trl",
         "step_times_s": clock.step_times_s,
         "reference_s": reference_s[0],
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": own_peak_rss_mb(),
         "has_ref_model": trainer.ref_model is not None,
         "optimizer_steps": trainer.state.global_step,
         "final_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),

@@ -10,7 +10,7 @@ Where the time goes, measured by wrapping TRL's own module-level functions (no c
     generation = `batch_generation` (policy.generate for the whole rollout batch)
     scoring    = `get_reward` (value and reward model) + the no-grad `forward` (reference log-probs)
     training   = the rest of the step: GAE, then the PPO epochs (forward, backward, AdamW)
-This file imports nothing from rlhfkit: it must run in TRL's venv.
+This file imports nothing from rlhfkit (it runs in TRL's venv), only the standard-library bench/harness.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from harness import own_peak_rss_mb  # bench/ is this script's folder, so on sys.path
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -49,14 +50,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-6, help="AdamW learning rate (TRL's default)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
-
-
-def peak_rss_mb() -> float:
-    """The process's high-water resident set size (VmHWM), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # reported in kB
-    raise RuntimeError("VmHWM missing from /proc/self/status")
 
 
 class PhaseTimer:
@@ -186,7 +179,7 @@ def main() -> None:
         "scoring_times_s": [s["scoring"] for s in steps],
         "training_times_s": [s["training"] for s in steps],
         "gen_time_s": sum(s["generation"] for s in steps[1:]) / max(1, len(steps) - 1),  # per timed step
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": own_peak_rss_mb(),
         "response_lengths": phases.response_lengths,
         "optimizer_steps": len(optimizer_steps),
         "torch_threads": torch.get_num_threads(),

@@ -179,6 +179,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         policies["dpo"] = str(run / "dpo" / "policy")
     methods = run_stage("eval", run, cfg.force, lambda: evaluate(cfg, heldout, policies, run / "rm", run / "eval"),
                         timings, is_stale=lambda result: set(result) != set(policies))  # e.g. --algo dpo added
+    betas = {"ppo": cfg.ppo.kl_coef, "dpo": cfg.dpo.beta}  # the chart labels each point with its β
+    methods = {name: {**m, "beta": betas[name]} if name in betas else m for name, m in methods.items()}
     summary = make_summary(cfg, prefs, rm, methods, timings)
     write_text(run / "summary.json", json.dumps(summary, indent=2))
     from rlhfkit.report.html import build_report

@@ -325,7 +325,7 @@ def _warnings_section(run: RunFiles, summary: dict) -> str:
 
 
 def _methods_table(methods: dict, base: str) -> str:
-    rows = [[f"<b>{escape(name)}</b>",
+    rows = [[f"<b>{escape(name)}</b>" + (f" (β {m['beta']:g})" if m.get("beta") is not None else ""),
              f"{_num(m.get('gold_reward'))} {_ci(m.get('gold_reward_ci95'))}",
              _num(m.get("rm_reward")),
              f"{_num(m.get('kl'), '.2f')} {_ci(m.get('kl_ci95'), '.2f')}",

@@ -142,8 +142,8 @@ def reward_vs_kl_figure(methods: dict[str, dict]):
 
     √KL is the x-axis of Gao et al. 2022 ("Scaling Laws for Reward Model Overoptimization", fig. 1): methods
     that buy the same gold reward with less KL sit further up and left. `methods[name]` needs `gold_reward`
-    and `kl`; `gold_reward_ci95` and `kl_ci95` ([low, high]) are drawn when present. A negative KL
-    estimate counts as 0.
+    and `kl`; `gold_reward_ci95` and `kl_ci95` ([low, high]) are drawn when present, and `beta` (the KL
+    coefficient of PPO, DPO's β) in the point's label. A negative KL estimate counts as 0.
     """
     fig, ax = _pyplot().subplots(figsize=FIGSIZE)
     for i, (name, m) in enumerate(methods.items()):
@@ -159,7 +159,8 @@ def reward_vs_kl_figure(methods: dict[str, dict]):
             lo, hi = m["gold_reward_ci95"]
             yerr = [[max(gold - lo, 0.0)], [max(hi - gold, 0.0)]]
         ax.errorbar([x], [gold], xerr=xerr, yerr=yerr, fmt="o", capsize=4, color=f"C{i}")
-        ax.annotate(name, (x, gold), textcoords="offset points", xytext=(6, 6))
+        label = f"{name} (β {m['beta']:g})" if m.get("beta") is not None else name
+        ax.annotate(label, (x, gold), textcoords="offset points", xytext=(6, 6))
     ax.set_xlabel("√KL(policy ‖ reference)  [√nats per response]")
     ax.set_ylabel("held-out gold reward")
     ax.set_title("Gold reward vs KL budget")

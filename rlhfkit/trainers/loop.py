@@ -191,7 +191,10 @@ def trainable_policy(path: str, cfg) -> torch.nn.Module:
 
     lm = load_causal_lm(path)
     if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name is deprecated
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora.use_lora:
         lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
     return Policy(lm)

@@ -53,7 +53,7 @@ def full_run(tmp_path):
                 "kl_ci95": [0.0, 0.0], "response_len": 10.0},
         "ppo": {"gold_reward": 0.456, "gold_reward_ci95": [0.4, 0.5], "rm_reward": 1.0, "kl": 2.5,
                 "kl_ci95": [2.1, 2.9], "response_len": 12.0, "win_rate_gold": 0.9,
-                "win_rate_gold_ci95": [0.7, 1.0]},
+                "win_rate_gold_ci95": [0.7, 1.0], "beta": 0.1},
     }
     _write_json(run / "summary.json", {
         "gold_reward_sft": 0.123, "gold_reward_rlhf": 0.456, "gold_delta_ci95": [0.211, 0.444],
@@ -97,6 +97,7 @@ def test_report_has_headline_plots_and_escaped_samples(full_run):
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     assert "prompt 0 &amp; friends" in html
     assert "No over-optimisation warnings" in html  # proxy and gold both rise, short KL, gold CI above 0
+    assert "<b>ppo</b> (&#946; 0.1)" in html and "<b>sft</b></td>" in html  # the methods table names each β
 
 
 def test_report_shows_recorded_warnings_in_a_box(full_run):
