@@ -185,7 +185,8 @@ class EpochRun:
 
 def trainable_policy(path: str, cfg) -> torch.nn.Module:
     """The causal LM at `path` as a `Policy` to train: gradient checkpointing if cfg.gradient_checkpointing
-    (activations recomputed in the backward pass), then LoRA adapters if cfg.lora.use_lora."""
+    (the trunk's activations and the LM-head logits recomputed in the backward pass), then LoRA adapters if
+    cfg.lora.use_lora."""
     from rlhfkit.models.load import apply_lora, load_causal_lm
     from rlhfkit.models.policy import Policy
 
@@ -197,7 +198,7 @@ def trainable_policy(path: str, cfg) -> torch.nn.Module:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora.use_lora:
         lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
-    return Policy(lm)
+    return Policy(lm, checkpoint_head=cfg.gradient_checkpointing)
 
 
 def prepare_epoch_run(cfg, accelerator, model, train_items: list, eval_items: list) -> EpochRun:

@@ -33,31 +33,21 @@ def test_sequence_logprobs_sum_response_tokens_only(tiny_llama):
         assert abs(summed[i].item() - expected.sum().item()) < 1e-5  # padding positions add nothing
 
 
-def test_chunked_logprobs_equal_one_block_in_value_and_gradient(monkeypatch):
-    """The checkpointed chunks of the vocabulary projection change neither the numbers nor the gradients."""
-    from rlhfkit.losses import entropy_from_logits
+def test_checkpointed_head_equals_one_block_in_value_and_gradient(tiny_llama, monkeypatch):
+    """Policy(checkpoint_head=True) recomputes the logits chunk by chunk: same log-probs, same gradients."""
     from rlhfkit.models import policy as policy_mod
 
-    torch.manual_seed(0)
-    head = torch.nn.Linear(6, 11, bias=False)
-    hidden = torch.randn(3, 5, 6, requires_grad=True)  # [B, T, H]
-    ids = torch.randint(0, 11, (3, 5))  # [B, T]
-
-    def reference():  # one [B, T, V] block, the textbook way
-        logits = head(hidden) / 0.7
-        lp = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-        return lp, entropy_from_logits(logits)
-
-    monkeypatch.setattr(policy_mod, "LOGIT_CHUNK_TOKENS", 4)  # 15 positions -> chunks of 4, 4, 4, 3
+    monkeypatch.setattr(policy_mod.checkpointed_logprobs, "__defaults__", (3,))  # 4 rows -> chunks of 3 and 1
+    tok, lm = load_tokenizer(tiny_llama), load_causal_lm(tiny_llama)
+    batch = encode_completions(tok, ["the cat", "a dog is big", "sun", "moon sea"],
+                               ["good", "very good dog", "sea sea", "tree"])
     grads = []
-    for fn in (reference, lambda: policy_mod.token_logprobs(head, hidden, ids, 0.7, True, entropy_grad=True)):
-        lp, ent = fn()
-        assert lp.shape == ent.shape == (3, 5)
-        (lp.sum() + 0.3 * ent.sum()).backward()
-        grads.append((lp.detach(), ent.detach(), hidden.grad.clone(), head.weight.grad.clone()))
-        hidden.grad, head.weight.grad = None, None
-    for a, b in zip(*grads):
-        assert torch.allclose(a, b, atol=1e-6)
-    # a metric entropy (entropy_grad=False) stays out of the graph
-    lp, ent = policy_mod.token_logprobs(head, hidden, ids, 0.7, True)
-    assert lp.requires_grad and not ent.requires_grad
+    for checkpoint_head in (False, True):
+        policy = Policy(lm, checkpoint_head=checkpoint_head)
+        summed, _ = sequence_logprobs(policy, batch)
+        summed.sum().backward()
+        grads.append((summed.detach(), [p.grad.clone() for p in lm.parameters()]))
+        lm.zero_grad(set_to_none=True)
+    (a, ga), (b, gb) = grads
+    assert torch.allclose(a, b, atol=1e-6)
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(ga, gb))
