@@ -169,9 +169,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if key in short:
             names.append(f"--{short[key].replace('_', '-')}")
         names += [f"--{a}" for a in f.metadata.get("aliases", ()) if _aliases(cls).get(a) == key]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if default is None and "." in key:  # nested: read the group's default
+        if "." in key:  # nested: the group's default, which a command may override (DPO's optim.lr)
             default = _nested_default(cls, key)
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
