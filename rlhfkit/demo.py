@@ -1,6 +1,7 @@
 """The end-to-end demo: SFT model -> simulated preferences -> reward model -> PPO -> held-out evaluation -> report.
 
-Stages write into the run folder and end with a `<stage>/done.json` marker; a rerun skips finished stages.
+Stages write into the run folder and end with a `<stage>/done.json` marker; a rerun skips finished stages whose
+settings are unchanged (a changed setting reruns that stage and the stages after it).
 The simulated annotator (rlhfkit.eval.gold) is the "human": a known gold reward, so the report can show
 whether RLHF improved what the annotator wanted, not only what the learned reward model says.
 """
@@ -8,6 +9,7 @@ whether RLHF improved what the annotator wanted, not only what the learned rewar
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import random
@@ -17,7 +19,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit.atomic import write_text
-from rlhfkit.config import DemoConfig, RMConfig, save_config
+from rlhfkit.config import DemoConfig, RMConfig, save_config, to_dict
 from rlhfkit.data.readers import load_prompts, read_rows
 from rlhfkit.eval import gold
 from rlhfkit.eval.compare import evaluate_policies, summarize
@@ -143,18 +145,38 @@ def evaluate(cfg: DemoConfig, heldout: list, policies: dict[str, str], rm_dir: P
     return summarize(result, baseline="sft", seed=cfg.seed)
 
 
-def run_stage(name: str, run: Path, force: bool, fn, timings: dict, is_stale=lambda result: False) -> dict:
-    """Run `fn()` unless `run/name/done.json` exists (and `is_stale(its result)` is False); the marker holds
-    the result and seconds."""
+def stage_keys(cfg: DemoConfig, algos: list[str]) -> dict[str, str]:
+    """A hash per stage of the settings its output depends on, chained: a stage's key includes the keys of
+    the stages it reads, so a change reruns that stage and everything downstream (and nothing upstream)."""
+    c = to_dict(cfg)
+    digest = lambda obj: hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]  # noqa: E731
+    sampling = {k: c[k] for k in ("policy", "seed", "generation", "generation_batch_size")} | {
+        "autocast": cfg.ppo.dtype}
+    keys = {"prefs": digest([sampling, {k: c[k] for k in ("prompts", "rm_prompts", "rm_val_prompts",
+                                                          "samples_per_prompt", "pairs_per_prompt",
+                                                          "label_temperature", "min_gold_gap")}])}
+    keys["rm"] = digest([keys["prefs"], c["rm_base"], c["rm_epochs"]])
+    keys["ppo"] = digest([keys["rm"], c["ppo"]])
+    keys["dpo"] = digest([keys["prefs"], c["dpo"]])
+    keys["eval"] = digest([sampling, keys["rm"], [keys[a] for a in algos], c["eval_prompts"],
+                           c["eval_samples_per_prompt"]])
+    return keys
+
+
+def run_stage(name: str, run: Path, force: bool, fn, timings: dict, key: str) -> dict:
+    """Run `fn()` unless `run/name/done.json` exists with the same settings `key`; the marker holds the
+    result, the seconds and the key."""
     marker = run / name / "done.json"
-    if marker.is_file() and not force and not is_stale(json.loads(marker.read_text())["result"]):
-        done = json.loads(marker.read_text())
+    done = json.loads(marker.read_text()) if marker.is_file() else None
+    if done is not None and not force and done.get("key") == key:
         log.info("stage %s: done already (%.0f s), skipped; --force reruns it", name, done["seconds"])
     else:
+        if done is not None and not force:
+            log.info("stage %s: its settings changed since the last run, rerunning", name)
         log.info("stage %s ...", name)
         (run / name).mkdir(parents=True, exist_ok=True)
         start = time.time()
-        done = {"result": fn(), "seconds": time.time() - start}
+        done = {"result": fn(), "seconds": time.time() - start, "key": key}
         write_text(marker, json.dumps(done, indent=2, default=float))
     timings[name] = done["seconds"]
     return done["result"]
@@ -168,17 +190,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     run, timings = Path(cfg.output), {}
     save_config(cfg, run / "config.yaml")
     train_prompts, heldout = split_prompts(cfg)
-    prefs = run_stage("prefs", run, cfg.force, lambda: collect_preferences(cfg, train_prompts, run / "prefs"), timings)
-    rm = run_stage("rm", run, cfg.force, lambda: train_rm(cfg, run / "prefs", run / "rm"), timings)
-    policies = {"sft": cfg.policy}
-    if cfg.algo in ("ppo", "all"):
-        run_stage("ppo", run, cfg.force, lambda: run_ppo(cfg, train_prompts, run / "rm", run / "ppo"), timings)
-        policies["ppo"] = str(run / "ppo" / "policy")
-    if cfg.algo in ("dpo", "all"):
-        run_stage("dpo", run, cfg.force, lambda: run_dpo(cfg, run / "prefs", run / "dpo"), timings)
-        policies["dpo"] = str(run / "dpo" / "policy")
-    methods = run_stage("eval", run, cfg.force, lambda: evaluate(cfg, heldout, policies, run / "rm", run / "eval"),
-                        timings, is_stale=lambda result: set(result) != set(policies))  # e.g. --algo dpo added
+    algos = ["ppo", "dpo"] if cfg.algo == "all" else [cfg.algo]
+    keys = stage_keys(cfg, algos)
+    stage = lambda name, fn: run_stage(name, run, cfg.force, fn, timings, keys[name])  # noqa: E731
+    prefs = stage("prefs", lambda: collect_preferences(cfg, train_prompts, run / "prefs"))
+    rm = stage("rm", lambda: train_rm(cfg, run / "prefs", run / "rm"))
+    if "ppo" in algos:
+        stage("ppo", lambda: run_ppo(cfg, train_prompts, run / "rm", run / "ppo"))
+    if "dpo" in algos:
+        stage("dpo", lambda: run_dpo(cfg, run / "prefs", run / "dpo"))
+    policies = {"sft": cfg.policy} | {a: str(run / a / "policy") for a in algos}
+    methods = stage("eval", lambda: evaluate(cfg, heldout, policies, run / "rm", run / "eval"))
     betas = {"ppo": cfg.ppo.kl_coef, "dpo": cfg.dpo.beta}  # the chart labels each point with its β
     methods = {name: {**m, "beta": betas[name]} if name in betas else m for name, m in methods.items()}
     summary = make_summary(cfg, prefs, rm, methods, timings)
