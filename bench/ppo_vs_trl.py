@@ -152,6 +152,7 @@ def run_trl(row: Row, models: dict[str, Path], prompts: Path, steps: int) -> Non
            "--steps", str(steps), "--batch-size", str(s["batch_size"]), "--max-new-tokens", str(s["max_new_tokens"]),
            "--ppo-epochs", str(s["ppo_epochs"]), "--num-minibatches", str(s["num_minibatches"]),
            "--temperature", str(s["temperature"]), "--lr", str(s["lr"]), "--seed", str(s["seed"])]
+    cmd += ["--gradient-checkpointing"] if row.name.endswith("ckpt") else []
     run = run_measured(cmd, row.log_path)
     if run.exit_code != 0 or not result.is_file():
         row.status, row.message = "failed", f"TRL worker exited {run.exit_code}: {last_line(row.log_path)}"
@@ -174,7 +175,8 @@ def rlhfkit_flags(row_name: str, models: dict[str, Path], prompts: Path, output:
              "--seed", str(s["seed"])]
     if row_name == "rlhfkit defaults":
         return flags + ["--lora", "--reward-model", str(models["minilm_rm"])]
-    dtype = "bf16" if row_name.endswith("bf16") else "fp32"
+    dtype = "bf16" if "bf16" in row_name else "fp32"
+    flags += ["--gradient-checkpointing"] if row_name.endswith("ckpt") else []
     return flags + ["--no-lora", "--dtype", dtype, "--reward-model", str(models["smollm2_rm"]),
                     "--value-model", str(models["smollm2_rm"]),
                     # TRL samples with top-k 0, top-p 1 and saves nothing while training (save_strategy="no")
@@ -224,10 +226,16 @@ def fill_times(row: Row, step_s: list, generation_s: list, scoring_s: list, trai
 
 
 # ----------------------------------------------------------------------------------------- reporting
+def baseline_of(row: Row) -> str:
+    """The TRL row a row is compared with: the one with the same gradient-checkpointing setting."""
+    return "TRL fp32 ckpt" if row.name.endswith("ckpt") else "TRL fp32"
+
+
 def add_ratios(rows: list[Row]) -> None:
-    trl = next((r for r in rows if r.impl == "trl" and r.status == "ok"), None)
+    by_name = {r.name: r for r in rows}
     for row in rows:
-        if trl is not None and row.status == "ok":
+        trl = by_name.get(baseline_of(row))
+        if trl is not None and trl.status == "ok" and row.status == "ok":
             row.time_ratio_vs_trl = row.s_per_step / trl.s_per_step
             row.rss_ratio_vs_trl = row.peak_rss_mb / trl.peak_rss_mb
 
@@ -239,7 +247,9 @@ COLUMNS = [("s/step", "s_per_step", "8.2f"), ("gen s", "generation_s", "8.2f"), 
 
 # ----------------------------------------------------------------------------------------- main
 ROWS = [("TRL fp32", "trl"), ("rlhfkit fp32", "rlhfkit"), ("rlhfkit bf16", "rlhfkit"),
-        ("rlhfkit defaults", "rlhfkit")]
+        ("rlhfkit defaults", "rlhfkit"),
+        # gradient checkpointing on both sides (TRL's own config default), compared with each other
+        ("TRL fp32 ckpt", "trl"), ("rlhfkit fp32 ckpt", "rlhfkit"), ("rlhfkit bf16 ckpt", "rlhfkit")]
 
 
 def main() -> int:

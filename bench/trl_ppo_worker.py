@@ -49,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--lr", type=float, default=3e-6, help="AdamW learning rate (TRL's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gradient-checkpointing", action="store_true", help="TRL's own config default")
     return p.parse_args()
 
 
@@ -129,7 +130,7 @@ def ppo_config(args: argparse.Namespace) -> PPOConfig:
         temperature=args.temperature,
         learning_rate=args.lr,
         num_sample_generations=0,  # no extra debug generations inside the timed loop
-        gradient_checkpointing=False,  # TRL's configs default to True; neither side recomputes activations
+        gradient_checkpointing=args.gradient_checkpointing,  # TRL's configs default to True
         bf16=False,
         fp16=False,
         use_cpu=True,

@@ -176,6 +176,8 @@ class PPOConfig:
         0.0, "subtracted from the score of responses that hit max_new_tokens without EOS (0 = off: SmolLM2 "
         "rarely ends within 48 tokens, so a penalty would swamp the RM signal; the EOS rate is logged)")
     dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast with fp32 master weights (~2.4x faster matmuls)")
+    gradient_checkpointing: bool = _f(False, "recompute the policy's (and a separate critic's) activations in the "
+                                             "backward pass: less memory, slower")
     save_every: int = _f(10, "checkpoint every N steps (atomic); 0 = only at the end")
     sample_every: int = _f(5, "log a few (prompt, response, score) samples every N steps")
     resume: bool = _f(False, "continue exactly from the last checkpoint in --output")

@@ -165,6 +165,15 @@ def apply_lora(model, lora_cfg, task_type: str):
     return get_peft_model(model, config)
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute the transformer's activations in the backward pass (only in train mode: generation and
+    no-grad passes in eval mode are unaffected). Call before wrapping with LoRA."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name is deprecated
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 @contextlib.contextmanager
 def reference_mode(model):
     """The frozen reference: with LoRA, the same weights with adapters disabled (no second copy)."""

@@ -187,15 +187,12 @@ def trainable_policy(path: str, cfg) -> torch.nn.Module:
     """The causal LM at `path` as a `Policy` to train: gradient checkpointing if cfg.gradient_checkpointing
     (the trunk's activations and the LM-head logits recomputed in the backward pass), then LoRA adapters if
     cfg.lora.use_lora."""
-    from rlhfkit.models.load import apply_lora, load_causal_lm
+    from rlhfkit.models.load import apply_lora, enable_gradient_checkpointing, load_causal_lm
     from rlhfkit.models.policy import Policy
 
     lm = load_causal_lm(path)
     if cfg.gradient_checkpointing:
-        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name is deprecated
-            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(lm)
     if cfg.lora.use_lora:
         lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
     return Policy(lm, checkpoint_head=cfg.gradient_checkpointing)

@@ -27,7 +27,13 @@ from rlhfkit.atomic import write_text
 from rlhfkit.config import PPOConfig, save_config
 from rlhfkit.data.readers import load_prompts, prompt_text
 from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.models.load import apply_lora, load_causal_lm, load_sequence_classifier, load_tokenizer
+from rlhfkit.models.load import (
+    apply_lora,
+    enable_gradient_checkpointing,
+    load_causal_lm,
+    load_sequence_classifier,
+    load_tokenizer,
+)
 from rlhfkit.models.policy import ActorCritic
 from rlhfkit.models.reward import RewardModel
 from rlhfkit.rollout import Rollout, collect_rollout
@@ -68,6 +74,8 @@ def build_models(cfg: PPOConfig, reward_model=None):
     """(actor_critic, ref_lm or None, tokenizer, reward_model). With LoRA the reference is the same weights."""
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
     lm = load_causal_lm(cfg.policy)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(lm)
     ref_lm = None
     # frozen models run under bf16 autocast anyway: store them in bf16 (half their memory, same matmuls)
     frozen_dtype = torch.bfloat16 if cfg.dtype == "bf16" else torch.float32
@@ -81,6 +89,8 @@ def build_models(cfg: PPOConfig, reward_model=None):
         if critic_tok.get_vocab() != tokenizer.get_vocab():
             raise ConfigError(f"config key 'value_model': {cfg.value_model} must share the policy's tokenizer")
         critic = load_sequence_classifier(cfg.value_model, tokenizer=tokenizer)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(critic)
     if reward_model is None:
         reward_model = RewardModel.from_pretrained(cfg.reward_model)
         reward_model.model.requires_grad_(False).to(frozen_dtype)
