@@ -208,7 +208,9 @@ class DPOConfig(EpochTrainingConfig):
     # measured on the demo's pairs (SmolLM2, LoRA r16, bf16, β 0.1, 329 pairs, seed 0; held-out gold gain over
     # SFT with a 95% CI, KL to SFT in nats): lr 5e-5 x 1 epoch +0.027 [-0.007, 0.059] at KL 0.2 (barely moved);
     # 2e-4 x 1 +0.141 [0.104, 0.180] at KL 4.0; 1e-4 x 2 +0.150 [0.108, 0.193] at KL 5.1; 2e-4 x 2 +0.248 at
-    # KL 21 (far from the reference). ALGORITHMS.md's 5e-6 is for large models and many steps.
+    # KL 21 (far from the reference). ALGORITHMS.md's 5e-6 is for large models and many steps. At 1e-4 x 2:
+    # β 0.05 +0.164 at KL 6.1, β 0.1 +0.150 at KL 5.1, β 0.3 +0.128 at KL 3.2 (one frontier; β picks the point);
+    # LoRA r32/α64 +0.224 at KL 14.5. β 0.1 and r16 keep DPO's KL near PPO's (2-7 nats) with a clear gain.
     # dtype bf16 (inherited): between bf16 passes of different batch shapes the step-0 check measured
     # |log π − log π_ref| = 0.04 nats per response, an implicit-reward noise of 0.004 at β 0.1
     epochs: int = _f(2, "passes over the training pairs (ALGORITHMS.md: 1–3)")
