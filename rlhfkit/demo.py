@@ -136,11 +136,10 @@ def run_dpo(cfg: DemoConfig, prefs: Path, out: Path) -> dict:
 
 def evaluate(cfg: DemoConfig, heldout: list, policies: dict[str, str], rm_dir: Path, out: Path) -> dict:
     """Stage 5: every policy on held-out prompts, scored by gold and the learned RM, with KL to the SFT model."""
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.ppo.dtype == "bf16")  # noqa: E731
     result = evaluate_policies(policies, heldout[: cfg.eval_prompts], reference=cfg.policy,
                                gen_cfg=cfg.generation, reward_model=RewardModel.from_pretrained(rm_dir),
                                gold=gold.gold_rewards, batch_size=cfg.generation_batch_size, seed=cfg.seed,
-                               samples_per_prompt=cfg.eval_samples_per_prompt, autocast=autocast)
+                               samples_per_prompt=cfg.eval_samples_per_prompt, bf16=cfg.ppo.dtype == "bf16")
     write_text(out / "eval.json", json.dumps(result, indent=1))
     return summarize(result, baseline="sft", seed=cfg.seed)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from rlhfkit.atomic import write_text
 from rlhfkit.config import EvalConfig, save_config
 from rlhfkit.data.readers import load_prompts
@@ -41,7 +39,7 @@ def run_eval(cfg: EvalConfig) -> dict:
                                gen_cfg=cfg.generation, reward_model=rm,
                                gold=gold.gold_rewards if cfg.gold else None, batch_size=cfg.batch_size,
                                seed=cfg.seed, samples_per_prompt=cfg.samples_per_prompt,
-                               autocast=lambda: torch.autocast("cpu", torch.bfloat16, enabled=cfg.dtype == "bf16"))
+                               bf16=cfg.dtype == "bf16")
     write_text(out / "eval" / "eval.json", json.dumps(result, indent=1))
     methods = summarize(result, baseline=baseline, seed=cfg.seed)
     summary = {"methods": methods, "baseline": baseline, "n_eval_prompts": len(prompts),

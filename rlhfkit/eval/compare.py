@@ -18,14 +18,15 @@ log = logging.getLogger(__name__)
 
 
 def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batch_size: int = 32, seed: int = 0,
-                  use_chat_template: bool = True, autocast=None) -> list[dict]:
+                  use_chat_template: bool = True, bf16: bool = False) -> list[dict]:
     """One sampled response per prompt with its KL to the reference, Σ_t log π(y_t) − log π_ref(y_t) (k1).
 
+    `bf16`: sample and score under bf16 autocast (~2.4x faster matmuls on CPU).
     Returns one dict per prompt: {response, kl, len, ended}."""
     torch.manual_seed(seed)  # every policy sees the same sampling noise stream
     rows = []
     for i in progress(range(0, len(prompts), batch_size), desc="eval sampling"):
-        with torch.no_grad(), (autocast() if autocast else torch.autocast("cpu", enabled=False)):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             roll = generate(lm, tokenizer, prompts[i : i + batch_size], gen_cfg, use_chat_template)
             if lm is ref_lm:  # the reference itself: KL is 0, no forward passes needed
                 kl = torch.zeros(len(roll.responses))  # [B]
@@ -39,7 +40,7 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
 
 def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, reference: str, gen_cfg,
                       reward_model=None, gold: Callable | None = None, batch_size: int = 32, seed: int = 0,
-                      samples_per_prompt: int = 1, use_chat_template: bool = True, autocast=None) -> dict:
+                      samples_per_prompt: int = 1, use_chat_template: bool = True, bf16: bool = False) -> dict:
     """Sample every policy on the same prompts; score with the learned RM and/or a gold function.
 
     With `samples_per_prompt` > 1 each number is the mean over that prompt's samples (less sampling noise
@@ -55,7 +56,7 @@ def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, refere
         lm = ref_lm if path == reference else load_causal_lm(path).eval()
         repeated = [p for p in prompts for _ in range(k)]
         samples = sample_policy(lm, ref_lm, tokenizer, repeated, gen_cfg, batch_size=batch_size, seed=seed,
-                                use_chat_template=use_chat_template, autocast=autocast)
+                                use_chat_template=use_chat_template, bf16=bf16)
         responses = [s["response"] for s in samples]
         rm_scores = reward_model.score(texts, responses) if reward_model is not None else [None] * len(texts)
         gold_scores = gold(texts, responses) if gold is not None else [None] * len(texts)

@@ -55,7 +55,7 @@ class Policy(nn.Module):
     `checkpoint_head` (set with --gradient-checkpointing): under autograd the vocabulary projection runs over
     chunks of rows that are checkpointed, so their [rows, T, V] logits are freed after the forward pass and
     recomputed in the backward pass. Once the trunk's activations are checkpointed, those logits are the
-    largest tensors left (measured: DPO peak RSS 4.0 -> 3.7 GB, bench/dpo_vs_trl.py)."""
+    largest tensors left (measured: DPO peak RSS 4.0 -> 3.6 GB, bench/dpo_vs_trl.py)."""
 
     def __init__(self, lm: nn.Module, checkpoint_head: bool = False):
         super().__init__()

@@ -38,6 +38,9 @@ def test_checkpointed_head_equals_one_block_in_value_and_gradient(tiny_llama, mo
     from rlhfkit.models import policy as policy_mod
 
     monkeypatch.setattr(policy_mod.checkpointed_logprobs, "__defaults__", (3,))  # 4 rows -> chunks of 3 and 1
+    calls = []
+    real_checkpoint = policy_mod.checkpoint
+    monkeypatch.setattr(policy_mod, "checkpoint", lambda *a, **kw: calls.append(1) or real_checkpoint(*a, **kw))
     tok, lm = load_tokenizer(tiny_llama), load_causal_lm(tiny_llama)
     batch = encode_completions(tok, ["the cat", "a dog is big", "sun", "moon sea"],
                                ["good", "very good dog", "sea sea", "tree"])
@@ -48,6 +51,7 @@ def test_checkpointed_head_equals_one_block_in_value_and_gradient(tiny_llama, mo
         summed.sum().backward()
         grads.append((summed.detach(), [p.grad.clone() for p in lm.parameters()]))
         lm.zero_grad(set_to_none=True)
+    assert len(calls) == 2  # the flag took the checkpointed path, in two chunks
     (a, ga), (b, gb) = grads
     assert torch.allclose(a, b, atol=1e-6)
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(ga, gb))

@@ -93,8 +93,12 @@ def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
 @pytest.mark.parametrize("use_lora", [True, False])
 def test_gradient_checkpointing_gives_the_same_run(tiny_llama, tmp_path, use_lora):
     """Recomputed activations change memory, not the numbers: the same losses, KL and scores step by step."""
+    probe = ppo_cfg(tiny_llama, tmp_path / "probe", use_lora=use_lora, gradient_checkpointing=True)
+    lm = build_models(probe, WordReward())[0].lm
+    layers = (lm.get_base_model() if use_lora else lm).model.layers
+    assert all(layer.gradient_checkpointing for layer in layers)  # it is on ...
     runs = {}
-    for ckpt in (False, True):
+    for ckpt in (False, True):  # ... and changes nothing but memory
         cfg = ppo_cfg(tiny_llama, tmp_path / f"ckpt{ckpt}", steps=6, lr=3e-2, use_lora=use_lora,
                       gradient_checkpointing=ckpt)
         train_ppo(cfg, reward_model=WordReward())
