@@ -11,20 +11,57 @@ import warnings
 from rlhfkit import config as C
 from rlhfkit.errors import ConfigError, RlhfkitError
 
+# the training curves each command draws from its metrics.jsonl after training (trainers only write metrics):
+# (x, {metric key: legend label}, file, title, y label)
+CURVES = {
+    "sft": [("step", {"sft/loss": "train", "eval_loss": "held-out"}, "loss.png", "SFT loss (NLL per token)",
+             "loss")],
+    "rm": [("epoch", {"train/loss": "train", "eval_loss": "held-out"}, "loss.png", "Bradley–Terry loss",
+            "loss"),
+           ("epoch", {"eval_accuracy": "held-out"}, "accuracy.png", "Held-out accuracy P(r_c > r_r)",
+            "accuracy")],
+    "dpo": [("step", {"dpo/loss": "train", "eval_loss": "held-out"}, "loss.png",
+             "Preference loss (DPO family)", "loss"),
+            ("step", {"dpo/reward_accuracy": "train", "eval_reward_accuracy": "held-out"},
+             "reward_accuracy.png", "Reward accuracy P(r̂_c > r̂_r)", "accuracy"),
+            ("step", {"dpo/chosen_reward": "chosen (train)", "dpo/rejected_reward": "rejected (train)",
+                      "eval_reward_margin": "margin (held-out)"}, "rewards.png",
+             "Implicit rewards r̂ = β (log π − log π_ref)", "reward")],
+}
+
+
+def draw_curves(command: str, output: str) -> None:
+    """CURVES[command] as PNGs in `output` (main process only)."""
+    from pathlib import Path
+
+    from accelerate import PartialState
+
+    from rlhfkit.report.plots import plot_series
+    from rlhfkit.tracking import read_metrics
+
+    if not PartialState().is_main_process:
+        return
+    rows = read_metrics(Path(output) / "metrics.jsonl")
+    for x, ys, name, title, ylabel in CURVES[command]:
+        plot_series(rows, x, ys, Path(output) / name, title, ylabel)
+
 
 def run_sft(cfg: C.SFTConfig) -> None:
     from rlhfkit.trainers.sft import train_sft
 
     final = train_sft(cfg)
-    print(f"policy saved to {cfg.output}/policy: held-out loss {final.get('eval/loss', float('nan')):.4f}, "
-          f"perplexity {final.get('eval/perplexity', float('nan')):.2f}")
+    draw_curves("sft", cfg.output)
+    print(f"policy saved to {cfg.output}/policy: held-out loss {final.get('eval_loss', float('nan')):.4f}, "
+          f"perplexity {final.get('eval_perplexity', float('nan')):.2f}")
 
 
 def run_rm(cfg: C.RMConfig) -> None:
     from rlhfkit.trainers.rm import train_reward_model
 
     final = train_reward_model(cfg)
-    print(f"reward model saved to {cfg.output}/model: held-out accuracy {final.get('eval/accuracy', float('nan')):.3f}")
+    draw_curves("rm", cfg.output)
+    accuracy = final.get("eval_accuracy", float("nan"))
+    print(f"reward model saved to {cfg.output}/model: held-out accuracy {accuracy:.3f}")
 
 
 def run_score(cfg: C.ScoreConfig) -> None:
@@ -68,6 +105,7 @@ def run_dpo(cfg: C.DPOConfig) -> None:
     from rlhfkit.trainers.dpo import train_dpo
 
     final = train_dpo(cfg)
+    draw_curves("dpo", cfg.output)
     accuracy = final.get("eval_reward_accuracy", float("nan"))
     margin = final.get("eval_reward_margin", float("nan"))
     print(f"policy saved to {cfg.output}/policy: held-out reward accuracy {accuracy:.3f}, "
@@ -84,8 +122,9 @@ def print_methods_table(summary: dict, title: str) -> None:
         table.add_column(col)
     fmt = lambda m, k: f"{m[k]:.3f} [{m[k + '_ci95'][0]:.3f}, {m[k + '_ci95'][1]:.3f}]" if k in m else "-"  # noqa: E731
     for name, m in summary["methods"].items():
-        table.add_row(name, fmt(m, "gold"), f"{m['rm']:.3f}" if "rm" in m else "-", fmt(m, "kl"),
-                      f"{m['response_len']:.1f}", fmt(m, "win_rate_gold") if "win_rate_gold" in m else "(baseline)")
+        rm = f"{m['rm_reward']:.3f}" if "rm_reward" in m else "-"
+        table.add_row(name, fmt(m, "gold_reward"), rm, fmt(m, "kl"), f"{m['response_len']:.1f}",
+                      fmt(m, "win_rate_gold") if "win_rate_gold" in m else "(baseline)")
     Console().print(table)
 
 
@@ -135,6 +174,11 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     quiet = args.__dict__.pop("quiet", False)
+    cls, run, _ = COMMANDS[args.command]
+    try:  # the whole config is checked before anything is imported, read or written
+        cfg = C.from_args(cls, args)
+    except ConfigError as e:
+        return _fail(args.command, e)
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -148,16 +192,19 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight-loading bars; our own bars show the run's progress
-    cls, run, _ = COMMANDS[args.command]
     try:
-        cfg = C.from_args(cls, args)
         run(cfg)
     except RlhfkitError as e:
-        print(f"rlhfkit {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(args.command, e)
     finally:
         _end_distributed()
     return 0
+
+
+def _fail(command: str, error: RlhfkitError) -> int:
+    """Print the error as one line (a value quoted in it may hold a newline) and return the exit status."""
+    print(f"rlhfkit {command}: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+    return 2
 
 
 def _end_distributed() -> None:

@@ -1,6 +1,7 @@
 """One documented dataclass per command (every knob a field with its help text). Imports no torch.
 
-Loading (defaults <- YAML <- flags) lives in `rlhfkit.config_loading`."""
+Loading (defaults <- preset <- YAML <- flags, every dataclass built through its constructor, so each
+`__post_init__` runs at load time) lives in `rlhfkit.config_loading`."""
 
 from __future__ import annotations
 
@@ -13,43 +14,60 @@ from rlhfkit.errors import ConfigError
 
 
 def _f(default: Any, help: str, **kw) -> Any:
-    """A dataclass field with a default and its help text (the single source for --help and docs)."""
+    """A dataclass field with a default and its help text (the single source for --help and docs).
+
+    `kw` goes into the metadata that `config_loading` reads: `required=True`, `aliases=(...)`, bounds
+    `ge`/`gt`/`le`/`lt` (checked at load, the error names the key), `preset={dotted key: value}` on a bool."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
-def _group(cls: type, help: str, **overrides) -> Any:
-    return field(default_factory=lambda: cls(**overrides), metadata={"help": help})
+def _group(cls: type, help: str, **defaults) -> Any:
+    """A nested group with this command's own defaults for some of its fields (DPO's optim.lr = 1e-4).
+
+    The defaults are kept in the metadata too, so the loader builds the group through its constructor
+    (running its checks) from these defaults plus the user's keys."""
+    return field(default_factory=lambda: cls(**defaults), metadata={"help": help, "defaults": defaults})
 
 
 # --------------------------------------------------------------------------- shared groups
 @dataclass
 class OptimConfig:
-    lr: float = _f(5e-5, "peak learning rate (AdamW)")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    warmup_ratio: float = _f(0.1, "share of the optimiser steps spent warming up linearly")
+    lr: float = _f(5e-5, "peak learning rate (AdamW)", ge=0)
+    weight_decay: float = _f(0.0, "AdamW weight decay", ge=0)
+    warmup_ratio: float = _f(0.1, "share of the optimiser steps spent warming up linearly", ge=0, le=1)
     scheduler: Literal["linear", "cosine", "constant"] = _f("linear", "decay after warm-up")
-    max_grad_norm: float = _f(1.0, "gradient clipping by global norm (0 disables)")
-    grad_accum_steps: int = _f(1, "micro-batches accumulated per optimiser step")
+    max_grad_norm: float = _f(1.0, "gradient clipping by global norm (0 disables)", ge=0)
+    grad_accum_steps: int = _f(1, "micro-batches accumulated per optimiser step", ge=1)
 
 
 @dataclass
 class LoraConfig:
     use_lora: bool = _f(False, "train LoRA adapters (peft) instead of all weights", aliases=("lora",))
-    r: int = _f(16, "LoRA rank")
-    alpha: int = _f(32, "LoRA alpha (scale = alpha / r)")
+    r: int = _f(16, "LoRA rank", ge=1)
+    alpha: int = _f(32, "LoRA alpha (scale = alpha / r)", gt=0)
     # dropout 0: RL needs ratio = 1 at step 0 (Huang et al. 2024, detail 'disable dropout')
-    dropout: float = _f(0.0, "LoRA dropout")
+    dropout: float = _f(0.0, "LoRA dropout", ge=0, lt=1)
     target_modules: str = _f("all-linear", "peft target_modules: 'all-linear' or comma-separated names")
 
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = _f(48, "tokens sampled per response")
-    temperature: float = _f(0.7, "sampling temperature (also used for every log-prob, so ratio = 1 at step 0)")
-    top_p: float = _f(0.9, "nucleus sampling")
-    top_k: int = _f(0, "top-k sampling (0 disables)")
+    """How responses are sampled. The defaults sample exactly from softmax(logits / τ), the distribution every
+    log-prob (old, new, reference, KL) describes (ALGORITHMS.md §1); the on-policy trainers refuse truncation."""
+
+    max_new_tokens: int = _f(48, "tokens sampled per response", ge=1)
+    temperature: float = _f(0.7, "sampling temperature (also used for every log-prob, so ratio = 1 at step 0)",
+                            gt=0)
+    top_p: float = _f(1.0, "nucleus sampling (1 = off; evaluation only: PPO's log-probs assume the full softmax)",
+                      gt=0, le=1)
+    top_k: int = _f(0, "top-k sampling (0 = off; evaluation only: PPO's log-probs assume the full softmax)", ge=0)
+
+    @property
+    def is_exact(self) -> bool:
+        """True when samples come from the full softmax at τ (no top-p / top-k truncation)."""
+        return self.top_p == 1 and self.top_k == 0
 
 
 @dataclass
@@ -72,12 +90,12 @@ class EpochTrainingConfig:
     output: str | None = _f(None, "output folder", required=True)
     eval_data: str | None = _f(None, "held-out file; default: split --eval-fraction off --data")
     use_chat_template: bool = _f(True, "apply the tokenizer's chat template to prompts when it has one")
-    epochs: int = _f(2, "passes over the training data")
-    batch_size: int = _f(8, "examples per micro-batch")
+    epochs: int = _f(2, "passes over the training data", ge=1)
+    batch_size: int = _f(8, "examples per micro-batch", ge=1)
     max_length: int = _f(256, "max tokens of prompt + response; if longer, the prompt loses its start "
-                              "(the response keeps >= half)")
-    eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given")
-    log_every: int = _f(10, "write the mean training metrics every N batches")
+                              "(the response keeps >= half)", ge=2)
+    eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given", ge=0, lt=1)
+    log_every: int = _f(10, "write the mean training metrics every N batches", ge=1)
     dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast, fp32 master weights (~2.4x faster matmuls)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less memory, slower "
                                              "(see bench/dpo_vs_trl.py for measured figures)")
@@ -93,7 +111,7 @@ class SFTConfig(EpochTrainingConfig):
     """`rlhfkit sft`: supervised fine-tuning of a causal LM on demonstrations (prompt/response or chats)."""
 
     data: str | None = _f(None, "demonstration file (JSONL/CSV/Parquet/HF folder)", required=True)
-    batch_size: int = _f(8, "examples (or packed blocks) per micro-batch")
+    batch_size: int = _f(8, "examples (or packed blocks) per micro-batch", ge=1)
     # 2e-5: the usual full fine-tuning rate for small chat models (TRL's SFT default); with --lora use ~2e-4
     optim: OptimConfig = _group(OptimConfig, "optimiser", lr=2e-5)
     model: str = _f("smollm2-135m-instruct", "causal LM to fine-tune (alias or HF folder)")
@@ -115,13 +133,15 @@ class RMConfig:
     output: str | None = _f(None, "output folder", required=True)
     eval_data: str | None = _f(None, "held-out preference file; default: split --eval-fraction off --data")
     base: str = _f("minilm-l6", "backbone: alias (minilm-l6, smollm2-135m-instruct) or local HF folder")
-    epochs: int = _f(3, "passes over the training pairs")
-    batch_size: int = _f(16, "pairs per micro-batch (chosen+rejected are one forward of 2x this)")
-    max_length: int = _f(256, "max tokens of the templated text")
-    eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given")
+    epochs: int = _f(3, "passes over the training pairs", ge=1)
+    batch_size: int = _f(16, "pairs per micro-batch (chosen+rejected are one forward of 2x this)", ge=1)
+    max_length: int = _f(256, "max tokens of the templated text", ge=2)
+    eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given", ge=0, lt=1)
     template: str = _f(DEFAULT_TEMPLATE, "text scored by the RM; stored with the model")
-    center_rewards_coef: float = _f(0.0, "coef·mean((r_c + r_r)²) keeps rewards centred (TRL's option)")
+    center_rewards_coef: float = _f(0.0, "coef·mean((r_c + r_r)²) keeps rewards centred (TRL's option)", ge=0)
     dtype: Literal["fp32", "bf16"] = _f("fp32", "training precision (bf16 = autocast, fp32 master weights)")
+    log_every: int = _f(10, "write the mean training metrics every N batches", ge=1)
+    resume: bool = _f(False, "continue from the last epoch checkpoint in --output")
     seed: int = _f(0, "seed for python, numpy, torch and data order")
     fields: DataFieldsConfig = _group(DataFieldsConfig, "column names")
     # 1e-4 with MiniLM: measured to reach >0.9 held-out accuracy in 3 epochs on a few hundred pairs
@@ -138,7 +158,7 @@ class ScoreConfig:
     response: str | None = _f(None, "response to score (with --prompt)")
     data: str | None = _f(None, "preference file: prints accuracy and n")
     json: bool = _f(False, "print one JSON object")
-    batch_size: int = _f(32, "texts per forward pass")
+    batch_size: int = _f(32, "texts per forward pass", ge=1)
     fields: DataFieldsConfig = _group(DataFieldsConfig, "column names")
 
 
@@ -155,31 +175,32 @@ class PPOConfig:
     value_model: str | None = _f(
         None, "separate critic (HF folder sharing the policy's tokenizer; scalar head added if missing). "
         "Default: a value head on the policy trunk (one forward pass for both: the CPU-friendly choice)")
-    steps: int = _f(30, "PPO steps (one rollout batch each)")
-    batch_size: int = _f(8, "prompts per rollout batch (per process)")
-    ppo_epochs: int = _f(2, "passes over each rollout batch")
-    num_minibatches: int = _f(2, "shuffled minibatches per pass")
-    kl_coef: float = _f(0.1, "β in r_t = -β·kl_t (initial β when --target-kl is set); the seed's 0.1")
+    steps: int = _f(30, "PPO steps (one rollout batch each)", ge=1)
+    batch_size: int = _f(8, "prompts per rollout batch (per process)", ge=1)
+    ppo_epochs: int = _f(2, "passes over each rollout batch", ge=1)
+    num_minibatches: int = _f(2, "shuffled minibatches per pass", ge=1)
+    kl_coef: float = _f(0.1, "β in r_t = -β·kl_t (initial β when --target-kl is set); the seed's 0.1", ge=0)
     kl_estimator: Literal["k1", "k2", "k3"] = _f("k1", "per-token KL estimator in the reward (ALGORITHMS.md)")
-    target_kl: float | None = _f(None, "adaptive β (Ziegler et al. 2019): target KL per sequence")
-    kl_horizon: int = _f(10000, "adaptive-β horizon in samples")
-    gamma: float = _f(1.0, "GAE discount γ")
-    lam: float = _f(0.95, "GAE λ")
-    clip_range: float = _f(0.2, "policy ratio clip ε")
-    clip_range_value: float = _f(0.2, "value clip ε_v")
-    vf_coef: float = _f(0.1, "value-loss coefficient c_v (shared trunk: small, so it does not swamp the policy)")
+    target_kl: float | None = _f(None, "adaptive β (Ziegler et al. 2019): target KL per sequence", gt=0)
+    kl_horizon: int = _f(10000, "adaptive-β horizon in samples", ge=1)
+    gamma: float = _f(1.0, "GAE discount γ", ge=0, le=1)
+    lam: float = _f(0.95, "GAE λ", ge=0, le=1)
+    clip_range: float = _f(0.2, "policy ratio clip ε", gt=0)
+    clip_range_value: float = _f(0.2, "value clip ε_v", gt=0)
+    vf_coef: float = _f(0.1, "value-loss coefficient c_v (shared trunk: small, so it does not swamp the policy)",
+                        ge=0)
     entropy_coef: float = _f(0.0, "entropy bonus c_e")
     whiten_rewards: bool = _f(False, "whiten per-token rewards before GAE")
     normalize_scores: bool = _f(True, "normalise RM scores by running mean/std (stable reward scale)")
-    score_clip: float | None = _f(None, "clip (normalised) scores to [-x, x]")
+    score_clip: float | None = _f(None, "clip (normalised) scores to [-x, x]", gt=0)
     missing_eos_penalty: float = _f(
         0.0, "subtracted from the score of responses that hit max_new_tokens without EOS (0 = off: SmolLM2 "
         "rarely ends within 48 tokens, so a penalty would swamp the RM signal; the EOS rate is logged)")
     dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast with fp32 master weights (~2.4x faster matmuls)")
     gradient_checkpointing: bool = _f(False, "recompute the policy's (and a separate critic's) activations in the "
                                              "backward pass: less memory, slower")
-    save_every: int = _f(10, "checkpoint every N steps (atomic); 0 = only at the end")
-    sample_every: int = _f(5, "log a few (prompt, response, score) samples every N steps")
+    save_every: int = _f(10, "checkpoint every N steps (atomic); 0 = only at the end", ge=0)
+    sample_every: int = _f(5, "log a few (prompt, response, score) samples every N steps", ge=0)
     resume: bool = _f(False, "continue exactly from the last checkpoint in --output")
     merge_lora: bool = _f(False, "save the final policy with LoRA merged into the weights")
     seed: int = _f(0, "seed for python, numpy, torch, sampling and prompt order")
@@ -197,6 +218,21 @@ class PPOConfig:
             raise ConfigError(
                 f"config key 'num_minibatches': {self.num_minibatches} does not divide batch_size {self.batch_size}"
             )
+        check_on_policy(self.generation, self.lora)
+
+
+def check_on_policy(generation: GenerationConfig, lora: LoraConfig) -> None:
+    """An on-policy trainer (PPO; later GRPO, RLOO) scores its samples with the full softmax at τ and trains in
+    train mode, so it refuses sampling truncation and LoRA dropout: either would make ratio ≠ 1 and KL ≠ 0
+    at step 0, and every later ratio and KL describe a distribution that was not sampled."""
+    if not generation.is_exact:
+        key = "top_p" if generation.top_p != 1 else "top_k"
+        raise ConfigError(
+            f"config key 'generation.{key}': {getattr(generation, key)} truncates sampling, but the log-probs "
+            "(ratio, KL) are of the full softmax at the temperature; use top_p 1 and top_k 0 for training")
+    if lora.dropout:
+        raise ConfigError(f"config key 'lora.dropout': {lora.dropout} makes the training forward differ from the "
+                          "rollout's (ratio ≠ 1 at step 0); use 0 for on-policy training")
 
 
 @dataclass
@@ -213,8 +249,8 @@ class DPOConfig(EpochTrainingConfig):
     # LoRA r32/α64 +0.224 at KL 14.5. β 0.1 and r16 keep DPO's KL near PPO's (2-7 nats) with a clear gain.
     # dtype bf16 (inherited): between bf16 passes of different batch shapes the step-0 check measured
     # |log π − log π_ref| = 0.04 nats per response, an implicit-reward noise of 0.004 at β 0.1
-    epochs: int = _f(2, "passes over the training pairs (ALGORITHMS.md: 1–3)")
-    batch_size: int = _f(8, "pairs per micro-batch (chosen+rejected are one forward of 2x this)")
+    epochs: int = _f(2, "passes over the training pairs (ALGORITHMS.md: 1–3)", ge=1)
+    batch_size: int = _f(8, "pairs per micro-batch (chosen+rejected are one forward of 2x this)", ge=1)
     optim: OptimConfig = _group(OptimConfig, "optimiser", lr=1e-4)
     lora: LoraConfig = _group(LoraConfig, "LoRA (the CPU default; reference = adapters disabled)",
                               use_lora=True)
@@ -222,9 +258,10 @@ class DPOConfig(EpochTrainingConfig):
                                                "the reference")
     loss: Literal["sigmoid", "ipo", "hinge", "simpo"] = _f(
         "sigmoid", "sigmoid = DPO, ipo (length-averaged log-probs), hinge = SLiC, simpo = SimPO (no ref.)")
-    beta: float = _f(0.1, "β of sigmoid/ipo/hinge: implicit reward r = β (log π − log π_ref)")
+    beta: float = _f(0.1, "β of sigmoid/ipo/hinge: implicit reward r = β (log π − log π_ref)", gt=0)
     label_smoothing: float = _f(0.0, "ε of conservative DPO (sigmoid only): share of labels assumed flipped")
-    simpo_beta: float = _f(2.0, "SimPO's β (rewards are length-averaged, so it is larger; Meng et al. 2024)")
+    simpo_beta: float = _f(2.0, "SimPO's β (rewards are length-averaged, so it is larger; Meng et al. 2024)",
+                           gt=0)
     simpo_gamma: float = _f(0.5, "SimPO's target reward margin γ")
     ref_cache: str | None = _f(None, "folder for the cached reference log-probs (default: --output); a cache "
                                      "is reused when model, data and tokenisation settings match")
@@ -240,6 +277,13 @@ class DPOConfig(EpochTrainingConfig):
             raise ConfigError("config key 'fields.margin_field': DPO uses no margin; remove it")
 
 
+# `rlhfkit demo --quick`: tiny sizes for a smoke run, applied at load time under YAML and flags
+QUICK_PRESET = {"rm_prompts": 12, "rm_val_prompts": 4, "samples_per_prompt": 2, "pairs_per_prompt": 1,
+                "rm_epochs": 1, "min_gold_gap": 0.0, "eval_samples_per_prompt": 1, "eval_prompts": 8,
+                "ppo.steps": 2, "ppo.batch_size": 4, "generation.max_new_tokens": 12,
+                "ppo.generation.max_new_tokens": 12, "dpo.max_length": 64}
+
+
 @dataclass
 class DemoConfig:
     """`rlhfkit demo`: the whole RLHF loop on the embedded models, with a simulated annotator and a report."""
@@ -249,27 +293,31 @@ class DemoConfig:
     rm_base: str = _f("minilm-l6", "reward-model backbone")
     prompts: str | None = _f(None, "prompt file with `prompt` (and optional `split`: train|heldout); "
                                    "default: the ~300 prompts shipped with rlhfkit")
-    quick: bool = _f(False, "a smoke run in a few minutes (tiny sizes); used by the tests")
+    quick: bool = _f(False, "a smoke run in a few minutes: the tiny sizes of QUICK_PRESET (YAML and flags "
+                            "override them); used by the tests", preset=QUICK_PRESET)
     force: bool = _f(False, "rerun every stage even if its outputs exist")
     seed: int = _f(0, "seed for every stage")
-    rm_prompts: int = _f(128, "train prompts whose sampled responses are labelled for the RM (stage 2)")
-    rm_val_prompts: int = _f(32, "further train prompts labelled for RM validation")
-    samples_per_prompt: int = _f(4, "K responses sampled per prompt for labelling")
-    pairs_per_prompt: int = _f(4, "labelled pairs drawn from the K responses of a prompt")
-    label_temperature: float = _f(0.1, "Bradley–Terry noise of the simulated annotator (0 = always gold)")
+    rm_prompts: int = _f(128, "train prompts whose sampled responses are labelled for the RM (stage 2)", ge=1)
+    rm_val_prompts: int = _f(32, "further train prompts labelled for RM validation", ge=1)
+    samples_per_prompt: int = _f(4, "K responses sampled per prompt for labelling", ge=2)
+    pairs_per_prompt: int = _f(4, "labelled pairs drawn from the K responses of a prompt", ge=1)
+    label_temperature: float = _f(0.1, "Bradley–Terry noise of the simulated annotator (0 = always gold)",
+                                  ge=0)
     # measured: with all pairs labelled, a quarter had |Δgold| < 0.05 (coin flips) and RM gold accuracy was 0.57
-    min_gold_gap: float = _f(0.2, "the annotator skips pairs whose gold scores differ by less (near-ties)")
-    rm_epochs: int = _f(2, "reward-model epochs (validation loss rose in a 3rd epoch)")
-    eval_prompts: int = _f(60, "held-out prompts for the final comparison (never used in stages 2–4)")
+    min_gold_gap: float = _f(0.2, "the annotator skips pairs whose gold scores differ by less (near-ties)",
+                             ge=0)
+    rm_epochs: int = _f(2, "reward-model epochs (validation loss rose in a 3rd epoch)", ge=1)
+    eval_prompts: int = _f(60, "held-out prompts for the final comparison (never used in stages 2–4)", ge=1)
     # 4: with 2, one of 3 seeds had a gold-gain interval of [-0.003, 0.137]; sampling noise per prompt dominated
-    eval_samples_per_prompt: int = _f(4, "responses per held-out prompt and policy; scores are averaged per prompt")
-    generation_batch_size: int = _f(32, "prompts per generate() call when sampling for labels/eval")
+    eval_samples_per_prompt: int = _f(4, "responses per held-out prompt and policy; scores are averaged per "
+                                         "prompt", ge=1)
+    generation_batch_size: int = _f(32, "prompts per generate() call when sampling for labels/eval", ge=1)
     # 50 steps: at 30 the held-out gold gain was +0.08 with a 95% CI of [0.03, 0.14] (seed 0); 50 fits 15 min
-    ppo: PPOConfig = _group(PPOConfig, "PPO options (policy/reward_model/prompts/output are set by the demo)",
-                            prompts="-", output="-", reward_model="-", steps=50)
+    ppo: PPOConfig = _group(PPOConfig, "PPO options (policy/reward_model/output are set by the demo, which "
+                                       "passes its train prompts in memory)", steps=50)
     generation: GenerationConfig = _group(GenerationConfig, "sampling for labels and evaluation")
     algo: Literal["ppo", "dpo", "all"] = _f("ppo", "which methods to train on the same preferences (all = ppo + dpo)")
-    dpo: DPOConfig = _group(DPOConfig, "DPO options (policy/data/output are set by the demo)", data="-", output="-")
+    dpo: DPOConfig = _group(DPOConfig, "DPO options (policy/data/output are set by the demo)")
 
 
 @dataclass
@@ -282,10 +330,31 @@ class EvalConfig:
     reward_model: str | None = _f(None, "learned reward model to score with (optional)")
     reference: str | None = _f(None, "reference policy for KL (default: the first --policy)")
     gold: bool = _f(True, "also score with the demo's gold reward (VADER-based simulated annotator)")
-    max_prompts: int = _f(0, "use only the first N prompts (0 = all)")
-    batch_size: int = _f(32, "prompts per generate() call")
+    max_prompts: int = _f(0, "use only the first N prompts (0 = all)", ge=0)
+    batch_size: int = _f(32, "prompts per generate() call", ge=1)
     samples_per_prompt: int = _f(4, "responses per prompt and policy; scores are averaged per prompt (the demo's "
-                                    "setting: with 2, sampling noise per prompt dominated)")
+                                    "setting: with 2, sampling noise per prompt dominated)", ge=1)
     dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 autocast for sampling and scoring (~2.4x faster on CPU)")
     seed: int = _f(0, "sampling seed")
     generation: GenerationConfig = _group(GenerationConfig, "sampling")
+
+    @property
+    def named_policies(self) -> dict[str, str]:
+        """--policy sft=PATH --policy PATH2 -> {"sft": PATH, <PATH2's folder name>: PATH2}; first = baseline."""
+        out = {}
+        for spec in self.policy:
+            if "=" in spec:
+                name, _, path = spec.partition("=")
+            else:
+                name, path = spec.rstrip("/").rsplit("/", 1)[-1], spec
+            if not name or not path:
+                raise ConfigError(f"config key 'policy': {spec!r} names no policy; write PATH or NAME=PATH")
+            if name in out:
+                raise ConfigError(f"config key 'policy': name {name!r} used twice; write NAME=PATH")
+            out[name] = path
+        return out
+
+    def __post_init__(self):
+        if not self.policy:
+            raise ConfigError("config key 'policy': eval needs at least one --policy (repeat it to compare)")
+        _ = self.named_policies  # checks the names at load time

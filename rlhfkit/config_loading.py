@@ -1,13 +1,26 @@
-"""How a config dataclass becomes a command: flags (argparse) and YAML -> a checked instance, and back to YAML.
+"""How a config dataclass becomes a command: flags (argparse) and YAML -> a checked instance, and back.
 
 Every leaf field is a flag (--optim.lr, plus --lr where the leaf name is unique, plus declared aliases);
-values are checked against the annotations and errors name the key. Imports no torch.
+values are checked against the annotations and bounds, and every dataclass, nested groups included, is built
+through its constructor, so each `__post_init__` check runs at load time, before any work. Errors are one
+line naming the key. Imports no torch.
+
+Field metadata read here (written by `rlhfkit.config._f` / `_group`):
+  help       the flag's help text
+  required   a command's own top-level key that must be given (groups are filled by their owner)
+  aliases    extra flag names (--lora for lora.use_lora)
+  ge/gt/le/lt  bounds on a number (>=, >, <=, <)
+  preset     on a bool field: {dotted key: value} applied when it is true, under YAML and flags (--quick)
+  defaults   on a group: the command's own defaults for that group ({"lr": 1e-4} for DPO's optim)
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import math
+import operator
 import os
 import types
 import typing
@@ -18,9 +31,17 @@ import yaml
 
 from rlhfkit.errors import ConfigError
 
+BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="),
+          "lt": (operator.lt, "<")}
+
+
+@functools.cache  # evaluating a class's string annotations is slow; --help and each load ask often
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
 
 def _field_type(cls: type, f: dataclasses.Field) -> Any:
-    return typing.get_type_hints(cls)[f.name]
+    return _type_hints(cls)[f.name]
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -39,6 +60,16 @@ def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasse
     return out
 
 
+def _group_keys(cls: type, prefix: str = "") -> set[str]:
+    """Dotted names of the nested groups: optim, ppo, ppo.optim, ..."""
+    out = set()
+    for f in dataclasses.fields(cls):
+        tp = _field_type(cls, f)
+        if _is_dataclass_type(tp):
+            out |= {prefix + f.name} | _group_keys(tp, f"{prefix}{f.name}.")
+    return out
+
+
 def _base_type(tp: Any) -> tuple[Any, bool]:
     """(type without None, is_optional)."""
     args = typing.get_args(tp)
@@ -48,40 +79,58 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check/convert one value against its annotated type; ConfigError names the key."""
+def _coerce(key: str, value: Any, tp: Any, metadata: typing.Mapping) -> Any:
+    """Check/convert one value against its annotated type and bounds; ConfigError names the key."""
     base, optional = _base_type(tp)
     if value is None:
         if optional:
             return None
-        raise ConfigError(f"config key '{key}': null is not allowed")
+        raise ConfigError(f"config key {key!r}: null is not allowed")
     if typing.get_origin(base) is Literal:
         choices = typing.get_args(base)
-        if value not in choices:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(str, choices))}")
+        if not isinstance(value, str) or value not in choices:
+            raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
     if typing.get_origin(base) is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-        return [str(v) for v in value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config key {key!r}: expected a list of strings, got {value!r}")
+        return list(value)
+    converted = _convert_scalar(key, value, base)
+    for name, (compare, symbol) in BOUNDS.items():
+        if name in metadata and not compare(converted, metadata[name]):
+            raise ConfigError(f"config key {key!r}: {converted!r} must be {symbol} {metadata[name]}")
+    return converted
+
+
+def _convert_scalar(key: str, value: Any, base: type) -> Any:
+    """A str, bool, int or float from YAML (typed) or a flag (text); anything else is an error."""
+    wrong = ConfigError(f"config key {key!r}: {value!r} is not a valid {base.__name__}")
+    if base is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise wrong  # True is an int to Python, and str([1]) is a string: neither is what the user meant
+    if base is str:
+        return str(value)
     try:
-        if base is bool:
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if base is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return base(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config key '{key}': {value!r} is not a valid {base.__name__}") from None
+        number = base(value)  # int("3.0") and int(2.5) are errors below; int(3.0) is 3
+    except (TypeError, ValueError, OverflowError):
+        raise wrong from None
+    if base is int and isinstance(value, float) and value != number:
+        raise wrong
+    if base is float and not math.isfinite(number):
+        raise ConfigError(f"config key {key!r}: {value!r} is not a finite number")
+    return number
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; an empty mapping stays a value (reported, not lost)."""
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict):
+        if isinstance(v, dict) and v:
             out.update(_flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -104,46 +153,64 @@ def _aliases(cls: type) -> dict[str, str]:
     return {a: k for a, k in pairs if names.count(a) == 1}
 
 
-def build(cls: type, overrides: dict[str, Any]) -> Any:
-    """Instantiate `cls` from dotted-key overrides; unknown keys and bad values raise ConfigError."""
+def _resolve(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Dotted-key overrides (short names and aliases allowed) -> {full dotted key: checked value}."""
     leaves = {k: (tp, f) for k, tp, f in _leaf_fields(cls)}
-    short = _short_names(cls)
-    aliases = _aliases(cls)
+    short, aliases, groups = _short_names(cls), _aliases(cls), _group_keys(cls)
     values: dict[str, Any] = {}
     for key, value in overrides.items():
-        name = key.replace("-", "_")
+        name = str(key).replace("-", "_")
         full = name if name in leaves else short.get(name, aliases.get(name, name))
+        if full in groups:
+            raise ConfigError(f"config key {str(key)!r} is a group: set its keys ({full}.<name>), "
+                              "not a value")
         if full not in leaves:
-            raise ConfigError(f"unknown config key '{key}' for `{cls.__name__}`")
-        values[full] = _coerce(key, value, leaves[full][0])
-    for key, (_, f) in leaves.items():
-        default = _nested_default(cls, key) if "." in key else f.default
-        if f.metadata.get("required") and values.get(key, default) in (None, ""):
-            raise ConfigError(f"missing required config key '{key}' (--{key.replace('_', '-')})")
-    return _instantiate(cls, values, "")
+            raise ConfigError(f"unknown config key {str(key)!r} for `{cls.__name__}`")
+        values[full] = _coerce(str(key), value, leaves[full][0], leaves[full][1].metadata)
+    return values
 
 
-def _instantiate(cls: type, values: dict[str, Any], prefix: str) -> Any:
+def build(cls: type, overrides: dict[str, Any]) -> Any:
+    """Instantiate `cls` from dotted-key overrides; unknown keys and bad values raise ConfigError.
+
+    Order: defaults <- a preset switched on (e.g. --quick) <- `overrides`. Every dataclass is built through
+    its constructor, so the `__post_init__` checks of nested groups run too."""
+    values = _resolve(cls, overrides)
+    for key, _, f in _leaf_fields(cls):
+        if f.metadata.get("preset") and values.get(key, _default(cls, key)):
+            values = {**_resolve(cls, f.metadata["preset"]), **values}  # explicit keys win over the preset
+    # only a command's own keys: a group's (ppo.output in the demo) are filled by the code that owns it
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("required") and values.get(f.name, f.default) in (None, ""):
+            raise ConfigError(f"missing required config key {f.name!r} (--{f.name.replace('_', '-')})")
+    return _instantiate(cls, values)
+
+
+def _instantiate(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """cls(**values) with nested groups built the same way from their keys over the group's own defaults."""
     kwargs = {}
     for f in dataclasses.fields(cls):
-        tp = _field_type(cls, f)
-        if _is_dataclass_type(tp):
-            sub = {k: v for k, v in values.items() if k.startswith(f"{prefix}{f.name}.")}
-            default = f.default_factory()  # keeps per-command defaults such as optim.lr
-            for k, v in sub.items():
-                _set_dotted(default, k[len(prefix) + len(f.name) + 1 :], v)
-            kwargs[f.name] = default
-        elif prefix + f.name in values:
-            kwargs[f.name] = values[prefix + f.name]
-    return cls(**kwargs)
+        if _is_dataclass_type(tp := _field_type(cls, f)):
+            sub = {k[len(f.name) + 1 :]: v for k, v in values.items() if k.startswith(f"{f.name}.")}
+            kwargs[f.name] = _instantiate(tp, {**_flatten(f.metadata.get("defaults", {})), **sub},
+                                          f"{prefix}{f.name}.")
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        # a group's __post_init__ names its own key ('num_minibatches'); the user wrote 'ppo.num_minibatches'
+        raise ConfigError(str(e).replace("config key '", f"config key '{prefix}", 1)) from None
 
 
-def _set_dotted(obj: Any, key: str, value: Any) -> None:
+def _default(cls: type, key: str) -> Any:
+    """The default of a dotted key in `cls`, with each group's own defaults (DPO's optim.lr is 1e-4)."""
     head, _, rest = key.partition(".")
-    if rest:
-        _set_dotted(getattr(obj, head), rest, value)
-    else:
-        setattr(obj, head, value)
+    f = cls.__dataclass_fields__[head]
+    if not rest:
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default
+    group_defaults = _flatten(f.metadata.get("defaults", {}))
+    return group_defaults[rest] if rest in group_defaults else _default(_field_type(cls, f), rest)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -151,9 +218,9 @@ def load_yaml(path: str) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
     return _flatten(data)
@@ -162,18 +229,15 @@ def load_yaml(path: str) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per leaf field (--optim.lr, and --lr where unique); defaults stay in the dataclass."""
     short = {v: k for k, v in _short_names(cls).items()}
+    aliases = _aliases(cls)
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML config; flags override it")
     for key, tp, f in _leaf_fields(cls):
         base, _ = _base_type(tp)
         names = [f"--{key.replace('_', '-')}"]
         if key in short:
             names.append(f"--{short[key].replace('_', '-')}")
-        names += [f"--{a}" for a in f.metadata.get("aliases", ()) if _aliases(cls).get(a) == key]
-        if "." in key:  # nested: the group's default, which a command may override (DPO's optim.lr)
-            default = _nested_default(cls, key)
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        names += [f"--{a}" for a in f.metadata.get("aliases", ()) if aliases.get(a) == key]
+        help_text = f"{f.metadata.get('help', '')} (default: {_default(cls, key)})"
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
@@ -185,15 +249,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(*names, metavar=base.__name__.upper(), **kw)
 
 
-def _nested_default(cls: type, key: str) -> Any:
-    obj = cls.__dataclass_fields__[key.split(".")[0]].default_factory()
-    for part in key.split(".")[1:]:
-        obj = getattr(obj, part)
-    return obj
-
-
 def from_args(cls: type, args: argparse.Namespace) -> Any:
-    """defaults <- --config YAML <- explicit flags."""
+    """defaults <- preset <- --config YAML <- explicit flags."""
     given = {k: v for k, v in vars(args).items() if k not in ("config", "command", "func")}
     values = load_yaml(args.config) if getattr(args, "config", None) else {}
     values.update(given)
@@ -209,5 +266,3 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
     from rlhfkit.atomic import write_text
 
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from rlhfkit.atomic import write_text
-from rlhfkit.config import DemoConfig, RMConfig, save_config, to_dict
+from rlhfkit.config import DemoConfig, DPOConfig, PPOConfig, RMConfig, save_config, to_dict
 from rlhfkit.data.readers import load_prompts, read_rows
 from rlhfkit.eval import gold
-from rlhfkit.eval.compare import evaluate_policies, summarize
+from rlhfkit.eval.compare import evaluate_policies, save_evaluation
 from rlhfkit.eval.prompts import shipped_prompts
 from rlhfkit.models.load import load_causal_lm, load_tokenizer
 from rlhfkit.models.reward import RewardModel
@@ -31,22 +31,6 @@ from rlhfkit.tracking import progress
 from rlhfkit.trainers import loop
 
 log = logging.getLogger(__name__)
-
-QUICK = {"rm_prompts": 12, "rm_val_prompts": 4, "samples_per_prompt": 2, "pairs_per_prompt": 1, "rm_epochs": 1,
-         "min_gold_gap": 0.0, "eval_samples_per_prompt": 1,
-         "eval_prompts": 8, "ppo.steps": 2, "ppo.batch_size": 4, "generation.max_new_tokens": 12,
-         "ppo.generation.max_new_tokens": 12, "dpo.max_length": 64}
-
-
-def apply_quick(cfg: DemoConfig) -> DemoConfig:
-    """--quick: tiny sizes for a smoke run (the tests use it)."""
-    for key, value in QUICK.items():
-        obj, *path = [cfg, *key.split(".")]
-        for part in path[:-1]:
-            obj = getattr(obj, part)
-        setattr(obj, path[-1], value)
-    return cfg
-
 
 def split_prompts(cfg: DemoConfig) -> tuple[list, list]:
     """(train, held-out) prompts: the shipped fixed split, or a file's `split` column, or a seeded 80/20 split."""
@@ -109,39 +93,47 @@ def train_rm(cfg: DemoConfig, prefs: Path, out: Path) -> dict:
     rejected = rm.score([r["prompt"] for r in rows], [r["rejected"] for r in rows])
     gold_order = [(c > r) == (g["gold_chosen"] > g["gold_rejected"]) for c, r, g in zip(chosen, rejected, rows)
                   if g["gold_chosen"] != g["gold_rejected"]]
-    return {"val_accuracy": final.get("eval/accuracy"), "val_gold_accuracy": sum(gold_order) / max(len(gold_order), 1),
-            "n_val_pairs": len(rows)}
+    return {"val_accuracy": final["eval_accuracy"],
+            "val_gold_accuracy": sum(gold_order) / max(len(gold_order), 1), "n_val_pairs": len(rows)}
 
 
 def run_ppo(cfg: DemoConfig, train_prompts: list, rm_dir: Path, out: Path) -> dict:
     """Stage 4: PPO (LoRA by default) against the learned RM; the gold reward is logged, never optimised."""
     from rlhfkit.trainers.ppo import train_ppo
 
-    prompts_file = out.parent / "prompts_train.jsonl"
-    write_jsonl(prompts_file, [{"prompt": p} for p in train_prompts])
-    ppo_cfg = dataclasses.replace(cfg.ppo, policy=cfg.policy, reward_model=str(rm_dir), prompts=str(prompts_file),
-                                  output=str(out), seed=cfg.seed, merge_lora=True)
-    return train_ppo(ppo_cfg, monitors={"gold": gold.gold_rewards})
+    ppo_cfg = ppo_config(cfg, rm_dir, out)
+    return train_ppo(ppo_cfg, monitors={"gold": gold.gold_rewards}, prompts=train_prompts)
+
+
+def ppo_config(cfg: DemoConfig, rm_dir: Path, out: Path) -> PPOConfig:
+    """The demo's PPO group with what the demo fills in; `prompts` stays None: the train split is passed in
+    memory (it follows from the demo's `prompts` and `seed`)."""
+    return dataclasses.replace(cfg.ppo, policy=cfg.policy, reward_model=str(rm_dir), output=str(out),
+                               seed=cfg.seed, merge_lora=True)
 
 
 def run_dpo(cfg: DemoConfig, prefs: Path, out: Path) -> dict:
     """Stage 4b: DPO on the same labelled pairs (no reward model; reference = LoRA adapters disabled)."""
     from rlhfkit.trainers.dpo import train_dpo
 
-    dpo_cfg = dataclasses.replace(cfg.dpo, policy=cfg.policy, data=str(prefs / "prefs.jsonl"),
-                                  eval_data=str(prefs / "prefs_val.jsonl"), output=str(out), seed=cfg.seed,
-                                  merge_lora=True)
-    return train_dpo(dpo_cfg)
+    return train_dpo(dpo_config(cfg, prefs, out))
+
+
+def dpo_config(cfg: DemoConfig, prefs: Path, out: Path) -> DPOConfig:
+    """The demo's DPO group with what the demo fills in: the policy, the collected pairs, the output."""
+    return dataclasses.replace(cfg.dpo, policy=cfg.policy, data=str(prefs / "prefs.jsonl"),
+                               eval_data=str(prefs / "prefs_val.jsonl"), output=str(out), seed=cfg.seed,
+                               merge_lora=True)
 
 
 def evaluate(cfg: DemoConfig, heldout: list, policies: dict[str, str], rm_dir: Path, out: Path) -> dict:
-    """Stage 5: every policy on held-out prompts, scored by gold and the learned RM, with KL to the SFT model."""
+    """Stage 5: every policy on held-out prompts, scored by gold and the learned RM, with KL to the SFT model;
+    eval/eval.json holds the rows and the per-method statistics, which are returned."""
     result = evaluate_policies(policies, heldout[: cfg.eval_prompts], reference=cfg.policy,
                                gen_cfg=cfg.generation, reward_model=RewardModel.from_pretrained(rm_dir),
                                gold=gold.gold_rewards, batch_size=cfg.generation_batch_size, seed=cfg.seed,
                                samples_per_prompt=cfg.eval_samples_per_prompt, bf16=cfg.ppo.dtype == "bf16")
-    write_text(out / "eval.json", json.dumps(result, indent=1))
-    return summarize(result, baseline="sft", seed=cfg.seed)
+    return save_evaluation(out / "eval.json", result, baseline="sft", seed=cfg.seed)
 
 
 def stage_keys(cfg: DemoConfig, algos: list[str]) -> dict[str, str]:
@@ -183,8 +175,6 @@ def run_stage(name: str, run: Path, force: bool, fn, timings: dict, key: str) ->
 
 def run_demo(cfg: DemoConfig) -> dict:
     """All stages, then summary.json and report.html. Returns the summary."""
-    if cfg.quick:
-        cfg = apply_quick(cfg)
     loop.seed_everything(cfg.seed)
     run, timings = Path(cfg.output), {}
     save_config(cfg, run / "config.yaml")
@@ -211,11 +201,13 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def make_summary(cfg: DemoConfig, prefs: dict, rm: dict, methods: dict, timings: dict) -> dict:
-    """summary.json: the documented top-level figures (README "summary.json") plus per-method details."""
+    """summary.json: the documented top-level figures (README "summary.json"), copied from the evaluation's
+    per-method statistics (`<figure>_sft` from methods["sft"], `<figure>_rlhf` from PPO's, else DPO's)."""
     sft, ppo = methods["sft"], methods["ppo" if "ppo" in methods else "dpo"]  # "rlhf" = PPO when it ran
     return {
-        "gold_reward_sft": sft["gold"], "gold_reward_rlhf": ppo["gold"], "gold_delta": ppo["gold_delta"],
-        "gold_delta_ci95": ppo["gold_delta_ci95"], "rm_reward_sft": sft["rm"], "rm_reward_rlhf": ppo["rm"],
+        "gold_reward_sft": sft["gold_reward"], "gold_reward_rlhf": ppo["gold_reward"],
+        "gold_delta": ppo["gold_delta"], "gold_delta_ci95": ppo["gold_delta_ci95"],
+        "rm_reward_sft": sft["rm_reward"], "rm_reward_rlhf": ppo["rm_reward"],
         "kl_rlhf": ppo["kl"], "kl_rlhf_ci95": ppo["kl_ci95"], "win_rate_gold": ppo["win_rate_gold"],
         "win_rate_gold_ci95": ppo["win_rate_gold_ci95"], "rm_val_accuracy": rm["val_accuracy"],
         "rm_val_gold_accuracy": rm["val_gold_accuracy"], "response_len_sft": sft["response_len"],
@@ -226,11 +218,8 @@ def make_summary(cfg: DemoConfig, prefs: dict, rm: dict, methods: dict, timings:
 
 
 def resolved_config(cfg: DemoConfig) -> dict:
-    """The demo config with the PPO fields the demo fills in (policy, reward model, prompts, output)."""
-    config = dataclasses.asdict(cfg)
+    """The demo config with its PPO and DPO groups as they ran (`ppo_config`, `dpo_config`): policy, reward
+    model, data and output filled in; ppo.prompts is null because the train split is passed in memory."""
     run = Path(cfg.output)
-    config["ppo"].update(policy=cfg.policy, reward_model=str(run / "rm"), prompts=str(run / "prompts_train.jsonl"),
-                         output=str(run / "ppo"), seed=cfg.seed)
-    config["dpo"].update(policy=cfg.policy, data=str(run / "prefs" / "prefs.jsonl"), output=str(run / "dpo"),
-                         eval_data=str(run / "prefs" / "prefs_val.jsonl"), seed=cfg.seed)
-    return config
+    return {**to_dict(cfg), "ppo": to_dict(ppo_config(cfg, run / "rm", run / "ppo")),
+            "dpo": to_dict(dpo_config(cfg, run / "prefs", run / "dpo"))}

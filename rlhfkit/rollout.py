@@ -69,21 +69,59 @@ def response_mask(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.
     return (positions[None] <= first_eos[:, None]).float(), ended
 
 
-@torch.no_grad()
-def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: bool = True) -> Rollout:
-    """Sample one response per prompt (batched, KV cache, left padding); cut after EOS."""
+# Every GenerationConfig field that can change which token is drawn or when a response stops, set to "off".
+# None means "unset" to transformers, which fills it from the model folder's generation_config.json and then
+# from its global defaults (top_k 50): `generate` below also swaps the model's own config out, so an unset
+# field stays unset. No min_new_tokens: it masks EOS at t = 0, a distribution the log-probs do not describe.
+NEUTRAL_SAMPLING = dict(
+    do_sample=True, num_beams=1, num_return_sequences=1, use_cache=True, min_length=0, min_new_tokens=None,
+    top_k=0, top_p=1.0, min_p=None, top_h=None, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
+    repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
+    length_penalty=1.0, exponential_decay_length_penalty=None, bad_words_ids=None, sequence_bias=None,
+    suppress_tokens=None, begin_suppress_tokens=None, forced_bos_token_id=None, forced_eos_token_id=None,
+    renormalize_logits=False, remove_invalid_values=False, guidance_scale=None, watermarking_config=None,
+    token_healing=False, stop_strings=None, max_time=None, penalty_alpha=None, dola_layers=None,
+    prompt_lookup_num_tokens=None, assistant_early_exit=None,
+)
+
+
+def sampling_config(gen_cfg, tokenizer):
+    """The transformers GenerationConfig of `generate`: softmax(logits / τ), truncated only by gen_cfg's own
+    top-p / top-k (which the on-policy trainers refuse), stopping at the tokenizer's EOS or max_new_tokens."""
     from transformers import GenerationConfig
 
+    return GenerationConfig(**NEUTRAL_SAMPLING | dict(
+        temperature=gen_cfg.temperature, top_p=gen_cfg.top_p, top_k=gen_cfg.top_k,
+        max_new_tokens=gen_cfg.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+
+
+@contextlib.contextmanager
+def own_generation_config(lm, config):
+    """Make `config` the model's generation config for a `generate` call: transformers fills every unset field
+    of the config it is given from the model's (a folder's `top_k: 1` or `repetition_penalty: 1.3` leaked
+    into sampling that way), so the model's is swapped out for the same config and put back afterwards."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # peft's generate reads the base model's
+    saved = base.generation_config
+    base.generation_config = config
+    try:
+        yield
+    finally:
+        base.generation_config = saved
+
+
+@torch.no_grad()
+def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: bool = True) -> Rollout:
+    """Sample one response per prompt from softmax(logits / τ) (batched, KV cache, left padding); cut after EOS.
+    A response may be empty (EOS first): that is one of the outcomes whose probability the log-probs give."""
     query_ids, query_mask = encode_prompts(tokenizer, prompts, use_chat_template)
     device = next(lm.parameters()).device
-    config = GenerationConfig(  # explicit, so a model's own generation defaults cannot change sampling
-        do_sample=True, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p, top_k=gen_cfg.top_k or None,
-        max_new_tokens=gen_cfg.max_new_tokens, min_new_tokens=1,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+    config = sampling_config(gen_cfg, tokenizer)
     was_training = lm.training
-    lm.eval()
-    out = lm.generate(input_ids=query_ids.to(device), attention_mask=query_mask.to(device), generation_config=config)
+    lm.eval()  # some models drop the KV cache in train mode under checkpointing; dropout is 0 in both modes
+    with own_generation_config(lm, config):
+        out = lm.generate(input_ids=query_ids.to(device), attention_mask=query_mask.to(device),
+                          generation_config=config)
     lm.train(was_training)
     response_ids = out[:, query_ids.shape[1]:]  # [B, T<=max_new_tokens]
     mask, ended = response_mask(response_ids, tokenizer.eos_token_id)

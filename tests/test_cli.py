@@ -37,3 +37,31 @@ def test_help_shows_each_commands_own_group_defaults(capsys):
         config_loading.add_arguments(parser, cls)
         action = next(a for a in parser._actions if a.dest == flag)
         assert action.help.endswith(f"(default: {expected})"), (cls.__name__, action.help)
+
+
+@pytest.fixture
+def demo_runs(monkeypatch):
+    """Replace the demo's run function by a recorder: a config that passes loading would start the work."""
+    ran = []
+    monkeypatch.setitem(COMMANDS, "demo", (C.DemoConfig, ran.append, "demo"))
+    return ran
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--ppo.num-minibatches", "3"], "ppo.num_minibatches"),
+    (["--dpo.loss", "ipo", "--dpo.label-smoothing", "0.2"], "dpo.label_smoothing"),
+    (["--quick", "--ppo.num-minibatches", "3"], "ppo.num_minibatches"),
+    (["--ppo.generation.top-p", "0.9"], "ppo.generation.top_p"),
+])
+def test_bad_demo_config_fails_at_load_before_any_work(flags, key, tmp_path, demo_runs, capsys):
+    out = tmp_path / "run"
+    assert main(["demo", "--output", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rlhfkit demo: error: config key '{key}'") and err.count("\n") == 1, err
+    assert "Traceback" not in err and not demo_runs and not out.exists()
+
+
+def test_good_demo_config_reaches_the_run_with_the_preset(tmp_path, demo_runs):
+    assert main(["demo", "--quick", "--output", str(tmp_path / "run"), "--ppo.steps", "3"]) == 0
+    (cfg,) = demo_runs
+    assert (cfg.ppo.steps, cfg.ppo.batch_size, cfg.rm_prompts) == (3, 4, 12)

@@ -131,6 +131,10 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                 raise DataError(path, line, None, f"not valid UTF-8 ({e.reason}); save it as UTF-8") from e
             except json.JSONDecodeError as e:
                 raise DataError(path, line, None, f"malformed JSON: {e.msg} (column {e.colno})") from e
+            except RecursionError as e:  # json's parser recurses once per level of nesting
+                raise DataError(path, line, None, "malformed JSON: nested too deeply to parse") from e
+            except ValueError as e:  # e.g. an integer over Python's 4300-digit limit
+                raise DataError(path, line, None, f"malformed JSON: {_one_line(str(e).split(':')[0])}") from e
             if not isinstance(row, dict):
                 hint = f"expected a JSON object, got {_kind(row)}; JSON Lines holds one object per line"
                 raise DataError(path, line, None, hint)
@@ -238,6 +242,11 @@ def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _one_line(text: str) -> str:
+    """`text` as printed in a one-line error: line breaks and other unprintable characters escaped."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _is_empty(value: object) -> bool:
     """None, NaN (how pandas and Arrow hand over a missing cell) or a whitespace-only string."""
     return (
@@ -250,12 +259,23 @@ def _is_empty(value: object) -> bool:
 def _get(row: dict, name: str, path: Path, line: int) -> object:
     """The value of a required field."""
     if name not in row:
-        keys = ", ".join(map(str, row)) or "none"
+        keys = ", ".join(_one_line(str(key)) for key in row) or "none"
         hint = f"is missing (the row has: {keys}); add it, or pass your column's name to the loader"
         raise DataError(path, line, name, hint)
     value = row[name]
     if _is_empty(value):
         raise DataError(path, line, name, "is empty; fill it in or remove the row")
+    return value
+
+
+def _text(value: str, path: Path, line: int, name: str) -> str:
+    """A string that is valid Unicode: JSON's "\\ud800" escapes can leave a lone surrogate, which no tokenizer
+    or UTF-8 writer accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        hint = f"holds a lone surrogate ({value[e.start]!r} at character {e.start}): not valid Unicode text"
+        raise DataError(path, line, name, hint) from e
     return value
 
 
@@ -279,13 +299,13 @@ def _messages(value: list, path: Path, line: int, name: str) -> tuple[Message, .
             raise DataError(path, line, f"{where}.role", f"must be one of {', '.join(ROLES)}; got {role!r}")
         if not isinstance(content, str):
             raise DataError(path, line, f"{where}.content", f"must be a string, got {_kind(content)}")
-        messages.append({"role": role, "content": content})
+        messages.append({"role": role, "content": _text(content, path, line, f"{where}.content")})
     return tuple(messages)
 
 
 def _prompt(value: object, path: Path, line: int, name: str) -> Prompt:
     if isinstance(value, str):
-        return value
+        return _text(value, path, line, name)
     if _is_conversation(value):
         return _messages(value, path, line, name)
     hint = f"must be a string or a list of {{role, content}} messages, got {_kind(value)}"
@@ -295,7 +315,7 @@ def _prompt(value: object, path: Path, line: int, name: str) -> Prompt:
 def _response(value: object, path: Path, line: int, name: str) -> str:
     """Response text: the string itself, or the content of a conversation's final assistant message."""
     if isinstance(value, str):
-        return value
+        return _text(value, path, line, name)
     if not _is_conversation(value):
         hint = f"must be a string or a list of {{role, content}} messages, got {_kind(value)}"
         raise DataError(path, line, name, hint)

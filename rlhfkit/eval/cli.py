@@ -6,29 +6,15 @@ import json
 from pathlib import Path
 
 from rlhfkit.atomic import write_text
-from rlhfkit.config import EvalConfig, save_config
+from rlhfkit.config import EvalConfig, save_config, to_dict
 from rlhfkit.data.readers import load_prompts
-from rlhfkit.errors import ConfigError
 from rlhfkit.eval import gold
-from rlhfkit.eval.compare import evaluate_policies, summarize
+from rlhfkit.eval.compare import evaluate_policies, save_evaluation
 from rlhfkit.models.reward import RewardModel
 
 
-def named_policies(specs: list[str]) -> dict[str, str]:
-    """["sft=path", "path2"] -> {"sft": "path", "path2-name": "path2"}; the first one is the baseline."""
-    if len(specs) < 1:
-        raise ConfigError("eval needs at least one --policy (repeat it to compare)")
-    out = {}
-    for spec in specs:
-        name, _, path = spec.rpartition("=") if "=" in spec else (Path(spec.rstrip("/")).name, "", spec)
-        if name in out:
-            raise ConfigError(f"config key 'policy': name {name!r} used twice; write NAME=PATH")
-        out[name] = path
-    return out
-
-
 def run_eval(cfg: EvalConfig) -> dict:
-    policies = named_policies(cfg.policy)
+    policies = cfg.named_policies
     baseline = next(iter(policies))
     prompts, _ = load_prompts(cfg.prompts)
     prompts = prompts[: cfg.max_prompts] if cfg.max_prompts else prompts
@@ -40,10 +26,9 @@ def run_eval(cfg: EvalConfig) -> dict:
                                gold=gold.gold_rewards if cfg.gold else None, batch_size=cfg.batch_size,
                                seed=cfg.seed, samples_per_prompt=cfg.samples_per_prompt,
                                bf16=cfg.dtype == "bf16")
-    write_text(out / "eval" / "eval.json", json.dumps(result, indent=1))
-    methods = summarize(result, baseline=baseline, seed=cfg.seed)
+    methods = save_evaluation(out / "eval" / "eval.json", result, baseline=baseline, seed=cfg.seed)
     summary = {"methods": methods, "baseline": baseline, "n_eval_prompts": len(prompts),
-               "config": json.loads(json.dumps(cfg.__dict__, default=lambda o: o.__dict__))}
+               "config": to_dict(cfg)}
     write_text(out / "summary.json", json.dumps(summary, indent=2))
     from rlhfkit.report.html import build_report
 

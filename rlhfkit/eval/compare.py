@@ -1,13 +1,23 @@
-"""Policies side by side on held-out prompts: gold and learned-RM reward, KL to the reference, length, samples."""
+"""Policies side by side on held-out prompts: gold and learned-RM reward, KL to the reference, length, samples.
+
+The one producer of held-out statistics: `save_evaluation` writes eval/eval.json with the per-prompt rows and
+the per-method statistics (`methods`); summary.json and the report copy or read them, never recompute them.
+One name per figure, the same in a row and in `methods` (whose `<name>_ci95` is the 95% interval):
+`gold_reward`, `rm_reward`, `kl`, `response_len`, `eos_rate`; and, for each method against the baseline,
+`gold_delta` and `win_rate_gold`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from rlhfkit.atomic import write_text
 from rlhfkit.data.readers import Prompt, prompt_text
 from rlhfkit.eval import stats
 from rlhfkit.models.load import load_causal_lm, load_tokenizer
@@ -16,13 +26,16 @@ from rlhfkit.tracking import progress
 
 log = logging.getLogger(__name__)
 
+# the per-prompt figures of an eval row (each the mean over that prompt's samples); `methods` averages them
+ROW_KEYS = ("gold_reward", "rm_reward", "kl", "response_len", "eos_rate")
+
 
 def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batch_size: int = 32, seed: int = 0,
                   use_chat_template: bool = True, bf16: bool = False) -> list[dict]:
     """One sampled response per prompt with its KL to the reference, Σ_t log π(y_t) − log π_ref(y_t) (k1).
 
     `bf16`: sample and score under bf16 autocast (~2.4x faster matmuls on CPU).
-    Returns one dict per prompt: {response, kl, len, ended}."""
+    Returns one dict per prompt: {response, kl, response_len, ended}."""
     torch.manual_seed(seed)  # every policy sees the same sampling noise stream
     rows = []
     for i in progress(range(0, len(prompts), batch_size), desc="eval sampling"):
@@ -33,7 +46,7 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
             else:
                 kl = ((policy_logprobs(lm, roll, gen_cfg.temperature)
                        - policy_logprobs(ref_lm, roll, gen_cfg.temperature)) * roll.mask).sum(1)  # [B]
-        rows += [{"response": r, "kl": k, "len": int(n), "ended": bool(e)}
+        rows += [{"response": r, "kl": k, "response_len": int(n), "ended": bool(e)}
                  for r, k, n, e in zip(roll.responses, kl.tolist(), roll.response_len.tolist(), roll.ended.tolist())]
     return rows
 
@@ -45,7 +58,9 @@ def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, refere
 
     With `samples_per_prompt` > 1 each number is the mean over that prompt's samples (less sampling noise
     per prompt; the bootstrap still resamples prompts) and `response` is the first sample.
-    Returns {"policies": [names], "rows": [{"prompt", name: {response, gold, rm, kl, len, ended}}]}."""
+    Returns {"policies": [names], "rows": [{"prompt", name: {response, gold_reward, rm_reward, kl,
+    response_len, eos_rate}}] (eos_rate: the share of the prompt's samples that ended with EOS),
+    "sampler": {temperature, top_p, top_k, max_new_tokens}} (the report says when sampling was truncated)."""
     tokenizer = load_tokenizer(reference, padding_side="left")
     ref_lm = load_causal_lm(reference).eval()
     k = samples_per_prompt
@@ -61,13 +76,14 @@ def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, refere
         rm_scores = reward_model.score(texts, responses) if reward_model is not None else [None] * len(texts)
         gold_scores = gold(texts, responses) if gold is not None else [None] * len(texts)
         for i, row in enumerate(rows):
-            group = [{**s, "rm": r, "gold": g} for s, r, g in zip(samples[i * k : (i + 1) * k],
-                                                                  rm_scores[i * k : (i + 1) * k],
-                                                                  gold_scores[i * k : (i + 1) * k])]
-            row[name] = {key: _mean([s[key] for s in group]) for key in ("kl", "len", "ended", "rm", "gold")}
+            group = [{**s, "rm_reward": r, "gold_reward": g, "eos_rate": s["ended"]}
+                     for s, r, g in zip(samples[i * k : (i + 1) * k], rm_scores[i * k : (i + 1) * k],
+                                        gold_scores[i * k : (i + 1) * k])]
+            row[name] = {key: _mean([s[key] for s in group]) for key in ROW_KEYS}
             row[name]["response"] = group[0]["response"]
         del lm
-    return {"policies": list(policies), "rows": rows}
+    sampler = {k: getattr(gen_cfg, k) for k in ("temperature", "top_p", "top_k", "max_new_tokens")}
+    return {"policies": list(policies), "rows": rows, "sampler": sampler}
 
 
 def _mean(values: list):
@@ -76,22 +92,37 @@ def _mean(values: list):
 
 
 def summarize(result: dict, baseline: str, seed: int = 0) -> dict[str, dict]:
-    """Per policy: mean gold / RM reward, KL and length with bootstrap 95% CIs; win rate vs `baseline` by gold."""
+    """Per policy: the mean of each ROW_KEYS figure, with a 95% percentile-bootstrap CI over prompts for
+    gold_reward, rm_reward and kl; against `baseline`, the paired gold difference and the gold win rate.
+
+    Returns {name: {"n", "gold_reward", "gold_reward_ci95", "rm_reward", "rm_reward_ci95", "kl", "kl_ci95",
+    "response_len", "eos_rate"} + {"gold_delta", "gold_delta_ci95", "win_rate_gold", "win_rate_gold_ci95"}
+    for the other policies}; a figure that was not scored (no RM, no gold) is left out."""
     rows, out = result["rows"], {}
     for name in result["policies"]:
         col = lambda key, name=name: np.array([r[name][key] for r in rows if r[name][key] is not None], dtype=float)  # noqa: E731
-        entry = {"n": len(rows), "response_len": float(col("len").mean()), "eos_rate": float(col("ended").mean())}
-        for key in ("gold", "rm", "kl"):
+        entry = {"n": len(rows), "response_len": float(col("response_len").mean()),
+                 "eos_rate": float(col("eos_rate").mean())}
+        for key in ("gold_reward", "rm_reward", "kl"):
             values = col(key)
             if len(values):
                 mean, low, high = stats.bootstrap_ci(values, seed=seed)
                 entry[key] = mean
                 entry[f"{key}_ci95"] = [low, high]
-        if name != baseline and len(col("gold")):
-            base = np.array([r[baseline]["gold"] for r in rows], dtype=float)
-            rate, low, high = stats.win_rate_ci(base, col("gold"), seed=seed)
-            diff, dlow, dhigh = stats.paired_bootstrap_diff(base, col("gold"), seed=seed)
+        if name != baseline and len(col("gold_reward")):
+            base = np.array([r[baseline]["gold_reward"] for r in rows], dtype=float)
+            rate, low, high = stats.win_rate_ci(base, col("gold_reward"), seed=seed)
+            diff, dlow, dhigh = stats.paired_bootstrap_diff(base, col("gold_reward"), seed=seed)
             entry.update(win_rate_gold=rate, win_rate_gold_ci95=[low, high], gold_delta=diff,
                          gold_delta_ci95=[dlow, dhigh])
         out[name] = entry
     return out
+
+
+def save_evaluation(path: str | Path, result: dict, baseline: str, seed: int = 0) -> dict[str, dict]:
+    """Write eval.json: `result` (policies, rows, ...) plus `baseline` and `methods` (`summarize`).
+
+    Returns: the methods, which the caller copies into summary.json rather than recomputing."""
+    methods = summarize(result, baseline, seed)
+    write_text(path, json.dumps({**result, "baseline": baseline, "methods": methods}, indent=1))
+    return methods

@@ -110,13 +110,37 @@ def load_tokenizer(path: str | Path, padding_side: str = "right"):
     return tokenizer
 
 
+def _is_dropout_rate(name: str, value: object) -> bool:
+    """A float named like a train-mode-only random drop: attention_dropout, hidden_dropout_prob, resid_pdrop,
+    layerdrop (skips whole layers), drop_path_rate."""
+    return type(value) is float and ("dropout" in name or name.endswith(("pdrop", "layerdrop", "drop_path_rate")))
+
+
 def disable_dropout(model) -> None:
-    """Set every dropout probability to 0 (ratio = 1 and KL = 0 at step 0; Huang et al. 2024)."""
+    """Set every dropout probability to 0, so train mode (needed for gradient checkpointing) computes exactly
+    what eval mode does: ratio = 1 and KL = 0 at step 0 (Huang et al. 2024, 'disable dropout').
+
+    Three places hold one: nn.Dropout modules, float attributes of modules that attention kernels read
+    directly (Llama's `attention_dropout`, passed as dropout_p to SDPA), and the model config (read again by
+    code that builds modules or kernels from it)."""
     import torch
 
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if _is_dropout_rate(name, value):
+                setattr(module, name, 0.0)
+    configs = [getattr(model, "config", None)]
+    while configs:
+        config = configs.pop()
+        if config is None:
+            continue
+        for name, value in list(vars(config).items()):
+            if _is_dropout_rate(name, value):
+                setattr(config, name, 0.0)
+            elif hasattr(value, "to_dict") and hasattr(value, "model_type"):  # a nested text/vision config
+                configs.append(value)
 
 
 def load_causal_lm(path: str | Path):

@@ -13,15 +13,17 @@ import math
 
 
 def overoptimisation_warnings(
-    ppo_rows: list[dict], summary: dict, *, kl_threshold: float = 10.0, length_drift: float = 0.5
+    ppo_rows: list[dict], baseline: dict, candidate: dict, *, kl_threshold: float = 10.0,
+    length_drift: float = 0.5,
 ) -> list[str]:
     """All warnings that apply, each a plain sentence with the numbers behind it.
 
     Args:
         ppo_rows: ppo/metrics.jsonl rows in step order (`rollout/score_mean`, `rollout/gold_mean`,
             `rollout/kl`, `rollout/response_len`; missing or None values are skipped).
-        summary: the run's summary.json (`rm_reward_sft`, `rm_reward_rlhf`, `gold_delta_ci95`, `kl_rlhf`);
-            missing keys skip the checks that need them.
+        baseline, candidate: the held-out statistics of the SFT policy and the trained one, as
+            eval/eval.json's `methods` holds them (`rm_reward`; the candidate's `gold_delta_ci95` and `kl`); missing keys skip
+            the checks that need them.
         kl_threshold: warn when the final KL per sequence exceeds this many nats.
         length_drift: warn when the mean response length changes by more than this fraction.
     Returns:
@@ -30,8 +32,8 @@ def overoptimisation_warnings(
     checks = (
         proxy_up_gold_down(ppo_rows),
         response_length_drift(ppo_rows, length_drift),
-        final_kl_too_high(ppo_rows, summary, kl_threshold),
-        heldout_proxy_gain_without_gold(summary),
+        final_kl_too_high(ppo_rows, candidate, kl_threshold),
+        heldout_proxy_gain_without_gold(baseline, candidate),
     )
     return [w for w in checks if w]
 
@@ -63,16 +65,16 @@ def response_length_drift(ppo_rows: list[dict], length_drift: float = 0.5) -> st
             "length rather than quality.")
 
 
-def final_kl_too_high(ppo_rows: list[dict], summary: dict, kl_threshold: float = 10.0) -> str | None:
+def final_kl_too_high(ppo_rows: list[dict], candidate: dict, kl_threshold: float = 10.0) -> str | None:
     """Warn when KL to the reference at the end exceeds `kl_threshold` nats per sequence.
 
-    "At the end" is the mean `rollout/kl` over the last third of PPO steps; without PPO rows, the held-out
-    `kl_rlhf` from the summary."""
+    "At the end" is the mean `rollout/kl` over the last third of PPO steps; without PPO rows, the
+    candidate's held-out `kl`."""
     thirds = first_last_thirds(ppo_rows, "rollout/kl")
     if thirds is not None:
         kl, where = thirds[1], "over the last third of PPO steps"
-    elif finite(summary.get("kl_rlhf")) is not None:
-        kl, where = finite(summary.get("kl_rlhf")), "on held-out prompts"
+    elif finite(candidate.get("kl")) is not None:
+        kl, where = finite(candidate.get("kl")), "on held-out prompts"
     else:
         return None
     if kl <= kl_threshold:
@@ -82,10 +84,11 @@ def final_kl_too_high(ppo_rows: list[dict], summary: dict, kl_threshold: float =
             "is least reliable.")
 
 
-def heldout_proxy_gain_without_gold(summary: dict) -> str | None:
-    """Warn when held-out RM reward rose but the gold improvement's 95% CI does not lie above 0."""
-    rm_sft, rm_rlhf = finite(summary.get("rm_reward_sft")), finite(summary.get("rm_reward_rlhf"))
-    ci = finite_pair(summary.get("gold_delta_ci95"))
+def heldout_proxy_gain_without_gold(baseline: dict, candidate: dict) -> str | None:
+    """Warn when held-out RM reward rose from baseline to candidate but the candidate's gold improvement
+    (95% CI) does not lie above 0."""
+    rm_sft, rm_rlhf = finite(baseline.get("rm_reward")), finite(candidate.get("rm_reward"))
+    ci = finite_pair(candidate.get("gold_delta_ci95"))
     if rm_sft is None or rm_rlhf is None or ci is None:
         return None
     low, high = ci

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from rlhfkit.atomic import write_text
 from rlhfkit.errors import DataError
-from rlhfkit.eval import stats
 from rlhfkit.report import plots
 from rlhfkit.report.checks import finite, finite_pair, overoptimisation_warnings
 
@@ -27,15 +26,12 @@ log = logging.getLogger(__name__)
 N_SAMPLES = 8  # prompts in the side-by-side samples table
 # file in the run folder -> (RunFiles attribute, what the report shows from it; named if the file is missing)
 RUN_FILES = {
-    "summary.json": ("summary", "headline, timings, methods table (rebuilt from eval/eval.json if present)"),
+    "summary.json": ("summary", "timings, RM validation, config (held-out statistics: eval/eval.json)"),
     "prefs/summary.json": ("prefs", "preference-data description"),
     "rm/metrics.jsonl": ("rm_rows", "reward-model training curves"),
     "ppo/metrics.jsonl": ("ppo_rows", "PPO training curves"),
-    "eval/eval.json": ("eval", "held-out distributions, per-prompt changes and samples"),
+    "eval/eval.json": ("eval", "held-out statistics (headline, methods table), distributions and samples"),
 }
-# rlhfkit.eval.compare.summarize's short method keys -> the names the report uses (either may be in a file)
-METHOD_KEY_ALIASES = {"gold": "gold_reward", "gold_ci95": "gold_reward_ci95", "rm": "rm_reward",
-                      "rm_ci95": "rm_reward_ci95"}
 # config keys (last dotted component) that say what was trained on what
 SETUP_KEYS = ("policy", "base", "model", "reward_model", "value_model", "prompts", "data", "eval_data")
 
@@ -128,7 +124,8 @@ def _eval_policies(ev: dict) -> list[str]:
 
 
 def _entry(row: dict, policy: str) -> dict:
-    """One policy's {"response", "gold", "rm", "kl", "len"} in an eval row ({} when absent)."""
+    """One policy's {"response", "gold_reward", "rm_reward", "kl", "response_len", ...} in an eval row
+    ({} when absent)."""
     e = row.get(policy)
     return e if isinstance(e, dict) else {}
 
@@ -146,38 +143,6 @@ def _paired(rows: list[dict], a: str, b: str, key: str) -> tuple[list[float], li
 
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
-
-
-def summary_from_eval(ev: dict, baseline: str | None = None) -> dict:
-    """summary.json's held-out keys (and `methods`) computed from eval/eval.json: 95% percentile-bootstrap
-    CIs over prompts (rlhfkit.eval.stats). Fills what the run's summary.json lacks (`rlhfkit eval` writes
-    only `methods`)."""
-    rows, policies = _eval_rows(ev), _eval_policies(ev)
-    base, cand = pick_policies(policies, baseline)
-    methods = {}
-    for p in policies:
-        gold, kl = _values(rows, p, "gold"), _values(rows, p, "kl")
-        if not gold:
-            continue
-        m = {"gold_reward": _mean(gold), "gold_reward_ci95": list(stats.bootstrap_ci(gold)[1:]),
-             "rm_reward": _mean(_values(rows, p, "rm")), "kl": _mean(kl),
-             "kl_ci95": list(stats.bootstrap_ci(kl)[1:]) if kl else None,
-             "response_len": _mean(_values(rows, p, "len"))}
-        a, b = _paired(rows, base, p, "gold")
-        if p != base and a:
-            rate, low, high = stats.win_rate_ci(a, b)
-            m.update(win_rate_gold=rate, win_rate_gold_ci95=[low, high])
-        methods[p] = m
-    out: dict = {"methods": methods}
-    if base in methods and cand in methods:
-        a, b = _paired(rows, base, cand, "gold")
-        out.update(gold_reward_sft=methods[base]["gold_reward"],
-                   gold_reward_rlhf=methods[cand]["gold_reward"],
-                   gold_delta_ci95=list(stats.paired_bootstrap_diff(a, b)[1:]),
-                   rm_reward_sft=methods[base]["rm_reward"], rm_reward_rlhf=methods[cand]["rm_reward"],
-                   kl_rlhf=methods[cand]["kl"], win_rate_gold=methods[cand].get("win_rate_gold"),
-                   win_rate_gold_ci95=methods[cand].get("win_rate_gold_ci95"))
-    return out
 
 
 # --------------------------------------------------------------------------- formatting
@@ -227,33 +192,41 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, object]:
 
 
 # --------------------------------------------------------------------------- sections
-def headline(summary: dict, rlhf: str = "RLHF", base: str = "SFT") -> str:
-    """The one-sentence result: gold reward before/after with the Δ CI, KL, and gold win rate (plain text)."""
-    g0, g1 = finite(summary.get("gold_reward_sft")), finite(summary.get("gold_reward_rlhf"))
+def headline(methods: dict, base: str | None, cand: str | None, rlhf: str = "RLHF") -> str:
+    """The one-sentence result, read from the evaluation's per-method statistics: gold reward of `base` and
+    `cand` with the candidate's Δ (95% CI), KL, and gold win rate against `base` (plain text)."""
+    b, c = _method(methods, base), _method(methods, cand)
+    g0, g1 = finite(b.get("gold_reward")), finite(c.get("gold_reward"))
     if g0 is None or g1 is None:
-        methods = summary.get("methods") or {}
-        golds = [f"{name} {_num(m.get('gold_reward'))}" for name, m in methods.items() if isinstance(m, dict)]
+        golds = [f"{name} {_num(m.get('gold_reward'))}" for name, m in methods.items()
+                 if isinstance(m, dict) and finite(m.get("gold_reward")) is not None]
         if golds:
             return "Held-out gold reward: " + ", ".join(golds) + "."
         return "No held-out results in this run: neither summary.json nor eval/eval.json has gold rewards."
-    delta, ci = g1 - g0, finite_pair(summary.get("gold_delta_ci95"))
-    low, high = ci if ci else (delta, delta)
-    verb = "raised" if low > 0 else "lowered" if high < 0 else "did not clearly change"
-    text = f"{rlhf} {verb} held-out gold reward from {g0:.3f} to {g1:.3f} (Δ = {delta:+.3f}"
-    text += f", 95% CI {_ci(ci)})" if ci else ")"
-    if finite(summary.get("kl_rlhf")) is not None:
-        text += f" at KL = {_num(summary['kl_rlhf'], '.2f')} nats"
-    if finite(summary.get("win_rate_gold")) is not None:
-        text += f"; gold win rate vs {base} {_num(summary['win_rate_gold'], '.2f')}"
-        text += f" {_ci(summary.get('win_rate_gold_ci95'), '.2f')}".rstrip()
+    delta, ci = finite(c.get("gold_delta")), finite_pair(c.get("gold_delta_ci95"))
+    verb = ("changed" if ci is None else "raised" if ci[0] > 0 else "lowered" if ci[1] < 0
+            else "did not clearly change")
+    text = f"{rlhf} {verb} held-out gold reward from {g0:.3f} to {g1:.3f}"
+    if delta is not None:
+        text += f" (Δ = {delta:+.3f}" + (f", 95% CI {_ci(ci)})" if ci else ")")
+    if finite(c.get("kl")) is not None:
+        text += f" at KL = {_num(c['kl'], '.2f')} nats"
+    if finite(c.get("win_rate_gold")) is not None:
+        text += f"; gold win rate vs {(base or 'sft').upper()} {_num(c['win_rate_gold'], '.2f')}"
+        text += f" {_ci(c.get('win_rate_gold_ci95'), '.2f')}".rstrip()
     return text + "."
 
 
-def _subheadline(summary: dict) -> str:
+def _method(methods: dict, name: str | None) -> dict:
+    m = methods.get(name) if name is not None else None
+    return m if isinstance(m, dict) else {}
+
+
+def _subheadline(summary: dict, methods: dict, base: str | None, cand: str | None) -> str:
     parts = []
-    if finite(summary.get("rm_reward_sft")) is not None and finite(summary.get("rm_reward_rlhf")) is not None:
-        parts.append(f"Learned RM (proxy) reward {_num(summary['rm_reward_sft'])} → "
-                     f"{_num(summary['rm_reward_rlhf'])}.")
+    rm0, rm1 = (finite(_method(methods, name).get("rm_reward")) for name in (base, cand))
+    if rm0 is not None and rm1 is not None:
+        parts.append(f"Learned RM (proxy) reward {_num(rm0)} → {_num(rm1)}.")
     if finite(summary.get("rm_val_accuracy")) is not None:
         parts.append(f"RM held-out accuracy {_num(summary['rm_val_accuracy'], '.2f')} vs the noisy labels, "
                      f"{_num(summary.get('rm_val_gold_accuracy'), '.2f')} vs the gold ordering.")
@@ -276,7 +249,7 @@ def _setup_sentences(run: RunFiles) -> list[str]:
     if run.rm_rows:
         epochs = {r.get("epoch") for r in run.rm_rows if r.get("epoch") is not None}
         out.append(f"Reward model: {len(epochs) or len(run.rm_rows)} epoch(s); final held-out accuracy "
-                   f"{_num(run.rm_rows[-1].get('eval/accuracy'), '.2f')}.")
+                   f"{_num(run.rm_rows[-1].get('eval_accuracy'), '.2f')}.")
     if run.ppo_rows:
         times = [t for t in (finite(r.get("step_time_s")) for r in run.ppo_rows) if t is not None]
         last = run.ppo_rows[-1]
@@ -285,7 +258,20 @@ def _setup_sentences(run: RunFiles) -> list[str]:
     if run.eval:
         out.append(f"Held-out evaluation: {len(_eval_rows(run.eval))} prompts; policies "
                    f"{', '.join(_eval_policies(run.eval))}.")
+        if isinstance(run.eval.get("sampler"), dict):
+            out.append(sampler_sentence(run.eval["sampler"]))
     return out
+
+
+def sampler_sentence(sampler: dict) -> str:
+    """How eval/eval.json's responses were sampled, and whether they are samples of the policies themselves."""
+    top_p, top_k = finite(sampler.get("top_p")), finite(sampler.get("top_k"))
+    text = (f"Evaluation sampler: temperature {_num(sampler.get('temperature'), 'g')}, top-p {_num(top_p, 'g')}, "
+            f"top-k {'off' if top_k == 0 else _num(top_k, 'g')}")
+    if top_p == 1 and top_k == 0:
+        return text + " (exact samples of each policy at that temperature)."
+    return (text + ": truncated, so the responses are not samples of the policies themselves and the KL column "
+            "(a k1 estimate that assumes such samples) is only approximate.")
 
 
 def _setup_section(run: RunFiles) -> str:
@@ -313,9 +299,10 @@ def _setup_section(run: RunFiles) -> str:
     return "\n".join(parts)
 
 
-def _warnings_section(run: RunFiles, summary: dict) -> str:
+def _warnings_section(run: RunFiles, baseline: dict, candidate: dict) -> str:
     recorded = isinstance(run.summary.get("warnings"), list)
-    warnings = run.summary["warnings"] if recorded else overoptimisation_warnings(run.ppo_rows, summary)
+    warnings = (run.summary["warnings"] if recorded
+                else overoptimisation_warnings(run.ppo_rows, baseline, candidate))
     source = "recorded by the run" if recorded else "computed from these files by rlhfkit.report.checks"
     if not warnings:
         return f'<h2>Warnings</h2><p class="ok">No over-optimisation warnings ({source}).</p>'
@@ -336,20 +323,20 @@ def _methods_table(methods: dict, base: str) -> str:
                    "response length", f"gold win rate vs {base} [95% CI]"], rows, numeric=(1, 2, 3, 4, 5))
 
 
-def _results_section(summary: dict, ev: dict, base: str, cand: str | None) -> str:
-    methods, parts = summary.get("methods") or {}, ["<h2>Held-out results</h2>"]
+def _results_section(methods: dict, ev: dict, base: str, cand: str | None) -> str:
+    parts = ["<h2>Held-out results</h2>"]
     if methods:
         parts.append(_methods_table(methods, base))
         parts.append(_figure(plots.reward_vs_kl_figure(methods),
                              "Gold reward vs √KL to the reference, one point per method (95% CI bars). "
                              "Up and to the left is better: more gold for less KL."))
     rows, policies = _eval_rows(ev), _eval_policies(ev)
-    golds = {p: _values(rows, p, "gold") for p in policies}
+    golds = {p: _values(rows, p, "gold_reward") for p in policies}
     if any(golds.values()):
         parts.append(_figure(plots.reward_histograms_figure({p: v for p, v in golds.items() if v}),
                              "Per-prompt gold reward on held-out prompts, one histogram per policy."))
     if cand:
-        a, b = _paired(rows, base, cand, "gold")
+        a, b = _paired(rows, base, cand, "gold_reward")
         if a:
             wins = sum(y > x for x, y in zip(a, b))
             fig = plots.improvement_figure([y - x for x, y in zip(a, b)], f"gold {cand} − {base}")
@@ -389,7 +376,8 @@ def _samples_section(ev: dict) -> str:
         for p in policies:
             e = _entry(r, p)
             cells.append(f"{escape(str(e.get('response', '—')))}"
-                         f'<div class="score">gold {_num(e.get("gold"))} · RM {_num(e.get("rm"))}</div>')
+                         f'<div class="score">gold {_num(e.get("gold_reward"))} · '
+                         f'RM {_num(e.get("rm_reward"))}</div>')
         body.append(cells)
     return (f"<h2>Samples (first {len(body)} held-out prompts)</h2>"
             + _table(["prompt"] + [f"{p} response" for p in policies], body, cls="samples"))
@@ -411,22 +399,23 @@ def build_report(run_dir: str | Path) -> Path:
     run = read_run(run_dir)
     if not run.prefs and isinstance(run.summary.get("prefs"), dict):  # the demo copies it into summary.json
         run.prefs = run.summary["prefs"]
-    baseline = run.summary.get("baseline")
-    summary = {**summary_from_eval(run.eval, baseline), **run.summary}  # the run's own numbers win
-    methods = summary.get("methods") if isinstance(summary.get("methods"), dict) else {}
-    summary["methods"] = {name: {METHOD_KEY_ALIASES.get(k, k): v for k, v in m.items()}
-                          for name, m in methods.items() if isinstance(m, dict)}
-    base, cand = pick_policies(_eval_policies(run.eval) or list(summary["methods"]), baseline)
+    # the evaluation's statistics: summary.json's copy (the demo adds each method's β) or eval.json's own
+    methods = next((m for m in (run.summary.get("methods"), run.eval.get("methods")) if isinstance(m, dict)),
+                   {})
+    methods = {name: m for name, m in methods.items() if isinstance(m, dict)}
+    baseline = run.summary.get("baseline") or run.eval.get("baseline")
+    base, cand = pick_policies(_eval_policies(run.eval) or list(methods), baseline)
     rlhf = f"RLHF ({cand})" if cand else "RLHF"
+    subheadline = _subheadline(run.summary, methods, base, cand)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
         f"<h1>rlhfkit report: {escape(run_dir.resolve().name)}</h1>",
         f'<p class="meta">{escape(str(run_dir.resolve()))} · generated {stamp}</p>',
-        f'<p class="headline">{escape(headline(summary, rlhf, (base or "sft").upper()))}</p>',
-        f"<p>{escape(_subheadline(summary))}</p>" if _subheadline(summary) else "",
+        f'<p class="headline">{escape(headline(methods, base, cand, rlhf))}</p>',
+        f"<p>{escape(subheadline)}</p>" if subheadline else "",
         _setup_section(run),
-        _warnings_section(run, summary),
-        _results_section(summary, run.eval, base or "sft", cand),
+        _warnings_section(run, _method(methods, base), _method(methods, cand)),
+        _results_section(methods, run.eval, base or "sft", cand),
         _curves_section(run),
         _samples_section(run.eval),
     ]

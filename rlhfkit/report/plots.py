@@ -86,10 +86,10 @@ def plot_series(
 def rm_curves_figure(rm_rows: list[dict]):
     """Reward-model training per epoch: Bradley–Terry loss (train, held-out) and held-out accuracy."""
     fig, (ax_loss, ax_acc) = _pyplot().subplots(1, 2, figsize=(10, 4))
-    if _draw_series(ax_loss, rm_rows, "epoch", {"train/loss": "train", "eval/loss": "held-out"}, "loss"):
+    if _draw_series(ax_loss, rm_rows, "epoch", {"train/loss": "train", "eval_loss": "held-out"}, "loss"):
         ax_loss.legend()
     ax_loss.set_title("Bradley–Terry loss")
-    _draw_series(ax_acc, rm_rows, "epoch", {"eval/accuracy": "held-out"}, "accuracy")
+    _draw_series(ax_acc, rm_rows, "epoch", {"eval_accuracy": "held-out"}, "accuracy")
     ax_acc.set_title("Held-out accuracy P(r_chosen > r_rejected)")
     fig.tight_layout()
     return fig

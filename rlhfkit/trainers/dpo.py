@@ -33,8 +33,7 @@ from rlhfkit.data.collate import collate_preferences, encode_completions
 from rlhfkit.data.readers import PreferenceFields, load_preferences, load_with_held_out
 from rlhfkit.models.load import load_tokenizer, reference_mode, resolve_model_path
 from rlhfkit.models.policy import sequence_logprobs
-from rlhfkit.report.plots import plot_series
-from rlhfkit.tracking import progress, read_metrics
+from rlhfkit.tracking import progress
 from rlhfkit.trainers import loop
 
 log = logging.getLogger(__name__)
@@ -181,10 +180,10 @@ def no_reference(train: list, held_out: list, device) -> dict:
 
 # --------------------------------------------------------------------------- the run
 def train_dpo(cfg: DPOConfig) -> dict[str, float]:
-    """Cache the reference, train, evaluate each epoch; writes `output/policy`, metrics.jsonl, plots."""
+    """Cache the reference, train, evaluate each epoch; writes `output/policy`, metrics.jsonl, checkpoint/."""
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
-    accelerator = loop.make_accelerator(cfg.dtype, cfg.optim.grad_accum_steps)
+    accelerator = loop.make_accelerator(cfg.dtype)
     f = cfg.fields
     fields = PreferenceFields(f.prompt_field, f.chosen_field, f.rejected_field)
     train, held_out, reports = load_with_held_out(lambda path: load_preferences(path, fields), cfg.data,
@@ -213,9 +212,11 @@ def train_dpo(cfg: DPOConfig) -> dict[str, float]:
         return loss, metrics
 
     evaluate_fn = partial(evaluate, cfg, run.model, run.eval_loader, held_out, ref, encode, accelerator)
-    final = loop.train_epochs(run, cfg, step, evaluate_fn, "dpo")
+    final = loop.train_epochs(run, cfg, step, len, evaluate_fn, "dpo")  # the loss is a mean over pairs
     final["time/reference_s"] = reference_s
-    return loop.finish_epoch_run(run, tokenizer, out, cfg.merge_lora, final, plot_dpo_curves)
+    save = partial(loop.save_policy, accelerator.unwrap_model(run.model).lm, tokenizer, out / "policy",
+                   cfg.merge_lora)
+    return loop.finish_epoch_run(run, out, final, save)
 
 
 def check_step0(metrics: dict[str, float], beta: float) -> None:
@@ -226,15 +227,3 @@ def check_step0(metrics: dict[str, float], beta: float) -> None:
     if drift > 0.1:
         log.warning("step 0: policy and cached reference differ by %.3f nats: is the cache stale?", drift)
 
-
-def plot_dpo_curves(out: Path) -> None:
-    """loss.png, reward_accuracy.png and rewards.png: training per logged step, held-out per epoch."""
-    rows = read_metrics(out / "metrics.jsonl")
-    plot_series(rows, "step", {"dpo/loss": "train", "eval_loss": "held-out"}, out / "loss.png",
-                "Preference loss (DPO family)", "loss")
-    plot_series(rows, "step", {"dpo/reward_accuracy": "train", "eval_reward_accuracy": "held-out"},
-                out / "reward_accuracy.png", "Reward accuracy P(r̂_c > r̂_r)", "accuracy")
-    plot_series(rows, "step", {"dpo/chosen_reward": "chosen (train)",
-                               "dpo/rejected_reward": "rejected (train)",
-                               "eval_reward_margin": "margin (held-out)"},
-                out / "rewards.png", "Implicit rewards r̂ = β (log π − log π_ref)", "reward")

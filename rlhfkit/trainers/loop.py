@@ -1,23 +1,26 @@
-"""What every trainer shares: seeding, accelerate, optimiser and schedule, NaN guard, checkpoints, resume,
-saving the policy, and the epoch loop of the offline trainers (SFT, DPO)."""
+"""What every trainer shares: seeding, accelerate, optimiser and schedule, gradient accumulation, NaN guard,
+clipping, saving the policy, and the epoch loop of the offline trainers (SFT, RM, DPO) with its checkpoints
+and resume (the checkpoint format itself: trainers/checkpoint.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from rlhfkit.atomic import versioned_dir
+from rlhfkit.atomic import versioned_dir, write_text
+from rlhfkit.errors import ConfigError
 from rlhfkit.tracking import Tracker, progress
+from rlhfkit.trainers import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +32,29 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def make_accelerator(dtype: str = "fp32", grad_accum_steps: int = 1):
+def make_accelerator(dtype: str = "fp32"):
     """accelerate's Accelerator: DDP/FSDP/DeepSpeed under `accelerate launch`, plain CPU otherwise.
 
-    bf16 = autocast with fp32 master weights (this CPU runs bf16 matmuls ~2.4x faster)."""
+    bf16 = autocast with fp32 master weights (this CPU runs bf16 matmuls ~2.4x faster). Gradient accumulation
+    is ours (`accumulate_step`), not accelerate's: it weighs micro-batches by their tokens or pairs."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     # one process may run several stages with different precisions (the demo): forget the previous
     # stage's settings but keep the process group (PartialState)
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision="bf16" if dtype == "bf16" else "no",
-        gradient_accumulation_steps=grad_accum_steps,
         cpu=not torch.cuda.is_available(),
-        step_scheduler_with_optimizer=False,  # schedules count this process's optimiser steps, nothing else
+        step_scheduler_with_optimizer=False,  # the schedule steps once per optimiser step: accumulate_step
     )
+    checkpoint.register_trainable_weights(accelerator)
+    return accelerator
 
 
 def make_optimizer(model: torch.nn.Module, optim_cfg, total_steps: int):
-    """AdamW over trainable parameters + warm-up/decay schedule (transformers.get_scheduler)."""
+    """AdamW over trainable parameters + warm-up/decay schedule (transformers.get_scheduler) over
+    `total_steps` optimiser steps (not micro-batches)."""
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -64,77 +70,96 @@ def make_optimizer(model: torch.nn.Module, optim_cfg, total_steps: int):
     return optimizer, scheduler
 
 
+def check_accumulation(accelerator, grad_accum_steps: int) -> None:
+    """DeepSpeed steps its optimiser inside every backward, so `accumulate_step` cannot accumulate there."""
+    from accelerate.utils import DistributedType
+
+    if grad_accum_steps > 1 and accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError(f"config key 'optim.grad_accum_steps': {grad_accum_steps} is not supported under "
+                          "DeepSpeed; set gradient_accumulation_steps in the DeepSpeed config instead")
+
+
 def all_finite(*tensors: torch.Tensor) -> bool:
-    """False when any value is NaN or inf: the caller skips the step (it never reaches a checkpoint)."""
+    """False when any value is NaN or inf."""
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def clip_and_step(accelerator, model, optimizer, scheduler, max_grad_norm: float) -> float:
-    """Clip gradients, step optimiser and schedule, zero grads. A non-finite gradient skips the step."""
+@dataclass
+class Learner:
+    """What an optimiser step touches, after accelerate.prepare."""
+
+    accelerator: Any
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    max_grad_norm: float  # clip the global gradient norm to this; 0 = no clipping
+
+
+@dataclass
+class StepResult:
+    rows: list[dict[str, float]]  # loss_fn's metrics, one per micro-batch
+    grad_norm: float  # before clipping; nan when the step was skipped
+    lr: float  # the learning rate this step used
+    skipped: bool  # a non-finite loss (on any process) or gradient: no update anywhere
+
+
+def accumulate_step(learner: Learner, micro_batches: list, loss_fn, count_fn) -> StepResult:
+    """One optimiser step over `micro_batches` (gradient accumulation), on every process at once.
+
+    Each L_i = loss_fn(mb_i) is a mean over n_i = count_fn(mb_i) units (tokens or pairs). The update follows
+        ∇ (1/N) Σ_i n_i L_i,   N = Σ n_i over the micro-batches of every process,
+    the mean over every unit of the step, so 2 micro-batches of 4 make the step that one batch of 8 makes,
+    even when their token counts differ. Each backward gets L_i · n_i · W / N (DDP averages over the W
+    processes); gradients are synchronised on the last backward only. Then clipping, AdamW, one schedule step.
+    A non-finite loss on any process, or a non-finite gradient norm, skips the step on all (gradients
+    dropped, schedule not stepped).
+
+    Args: loss_fn(mb) -> (loss [], {name: float}); count_fn(mb) -> number of units in mb.
+    """
+    acc, model = learner.accelerator, learner.model
+    counts = [float(count_fn(mb)) for mb in micro_batches]
+    total = acc.reduce(torch.tensor(sum(counts), dtype=torch.float64, device=acc.device), "sum").item()  # N
+    lr, rows, finite = learner.scheduler.get_last_lr()[0], [], True
+    for i, mb in enumerate(micro_batches):
+        is_last = i == len(micro_batches) - 1
+        # a DDP forward must already know whether its backward synchronises: no_sync around both
+        with contextlib.nullcontext() if is_last else acc.no_sync(model):
+            with acc.autocast():
+                loss, metrics = loss_fn(mb)
+            rows.append(metrics)
+            finite = finite and all_finite(loss)
+            if is_last:  # the synchronising backward: every process takes it, or none does
+                finite = acc.reduce(torch.tensor(float(finite), device=acc.device), "sum").item() == \
+                    acc.num_processes
+            if finite:
+                acc.backward(loss * (counts[i] * acc.num_processes / total))
     grad_norm = float("nan")
-    if accelerator.sync_gradients:
+    if finite:
         params = [p for p in model.parameters() if p.requires_grad]
-        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
-        grad_norm = float(norm)
-        if not math.isfinite(grad_norm):
-            log.warning("non-finite gradient norm: optimiser step skipped")
-            optimizer.zero_grad(set_to_none=True)
-            return grad_norm
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    return grad_norm
+        max_norm = learner.max_grad_norm if learner.max_grad_norm > 0 else float("inf")
+        norm = acc.clip_grad_norm_(params, max_norm)
+        if norm is not None:  # None: DeepSpeed clips inside its engine
+            grad_norm = float(norm)  # the same on every process: gradients are synchronised
+            finite = math.isfinite(grad_norm)
+    if not finite:
+        learner.optimizer.zero_grad(set_to_none=True)
+        return StepResult(rows, grad_norm, lr, skipped=True)
+    learner.optimizer.step()
+    learner.scheduler.step()
+    learner.optimizer.zero_grad(set_to_none=True)
+    return StepResult(rows, grad_norm, lr, skipped=False)
 
 
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def save_checkpoint(folder: Path, *, accelerator, model, optimizer, scheduler, extra: dict) -> None:
-    """Everything needed to resume exactly, into `folder` (the caller makes it atomic with versioned_dir)."""
-    from safetensors.torch import save_file
-
-    unwrapped = accelerator.unwrap_model(model)  # only what trains: LoRA adapters + heads, or all weights
-    trainable = {k: p.detach().cpu().contiguous() for k, p in unwrapped.named_parameters() if p.requires_grad}
-    save_file(trainable, str(folder / "weights.safetensors"))
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), **extra},
-        folder / "state.pt",
-    )
-
-
-def load_checkpoint(folder: Path, *, accelerator, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimiser, schedule and RNG; returns the trainer's `extra` dict."""
-    from safetensors.torch import load_file
-
-    unwrapped = accelerator.unwrap_model(model)
-    weights = load_file(str(folder / "weights.safetensors"))
-    trainable = {k for k, p in unwrapped.named_parameters() if p.requires_grad}
-    if set(weights) != trainable:
-        raise RuntimeError(f"checkpoint {folder} does not match the model's trainable parameters")
-    unwrapped.load_state_dict(weights, strict=False)
-    state = torch.load(folder / "state.pt", weights_only=False)
-    optimizer.load_state_dict(state.pop("optimizer"))
-    scheduler.load_state_dict(state.pop("scheduler"))
-    set_rng_state(state.pop("rng"))
-    return state
-
-
-def save_checkpoint_atomic(ckpt: Path, *, accelerator, model, optimizer, scheduler, extra: dict) -> None:
-    """`save_checkpoint` into a versioned folder that `ckpt` (a symlink) switches to in one step; a crash
-    leaves the previous checkpoint. Every process waits here; only the main process writes."""
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return
-    with versioned_dir(ckpt) as folder:
-        save_checkpoint(folder, accelerator=accelerator, model=model, optimizer=optimizer,
-                        scheduler=scheduler, extra=extra)
+def chunks(iterable, size: int):
+    """Consecutive lists of `size` items (the last may be shorter)."""
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def save_policy(lm, tokenizer, folder: Path, merge_lora: bool) -> None:
@@ -146,7 +171,7 @@ def save_policy(lm, tokenizer, folder: Path, merge_lora: bool) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-# --------------------------------------------------------------------------- epoch-based trainers (SFT, DPO)
+# ------------------------------------------------------------------------- epoch-based trainers (SFT, RM, DPO)
 class EpochSampler(Sampler[int]):
     """A seeded shuffle per epoch: the order of epoch e depends only on (seed, e), so a run resumed at an
     epoch boundary sees the same order as an uninterrupted one; all processes draw the same permutation."""
@@ -166,21 +191,22 @@ class EpochSampler(Sampler[int]):
 
 
 @dataclass
-class EpochRun:
-    """An epoch-based run after accelerate.prepare. `epoch` (finished epochs) and `step` (training batches
-    seen) are what a checkpoint restores, with the trainable weights, optimiser, schedule and RNG."""
+class EpochRun(Learner):
+    """An epoch-based run after accelerate.prepare. `epoch` (finished epochs), `step` (training batches seen)
+    and `skipped_steps` (optimiser steps skipped for a non-finite loss or gradient) are what a checkpoint
+    restores, with the trainable weights, optimiser, schedule and RNG."""
 
-    accelerator: Any
-    model: torch.nn.Module
-    optimizer: Any
-    scheduler: Any
-    train_loader: Any
-    eval_loader: Any
-    tracker: Tracker
-    checkpoint_dir: Path
+    train_loader: Any = None
+    eval_loader: Any = None
+    tracker: Tracker | None = None
+    checkpoint_dir: Path | None = None
+    grad_accum_steps: int = 1
     epoch: int = 0
     step: int = 0
     skipped_steps: int = 0
+
+    def trainer_state(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "skipped_steps": self.skipped_steps}
 
 
 def trainable_policy(path: str, cfg) -> torch.nn.Module:
@@ -201,51 +227,68 @@ def trainable_policy(path: str, cfg) -> torch.nn.Module:
 def prepare_epoch_run(cfg, accelerator, model, train_items: list, eval_items: list) -> EpochRun:
     """Loaders (a seeded shuffle per epoch; batches are lists of items), AdamW + schedule, accelerate.prepare,
     and --resume from `output/checkpoint`. Uses cfg.output, batch_size, epochs, seed, resume and optim."""
+    accum = cfg.optim.grad_accum_steps
+    check_accumulation(accelerator, accum)
     train_loader = DataLoader(train_items, cfg.batch_size, sampler=EpochSampler(len(train_items), cfg.seed),
                               collate_fn=list)
     eval_loader = DataLoader(eval_items, cfg.batch_size * 2, collate_fn=list)
-    steps = math.ceil(len(train_loader) / accelerator.num_processes / cfg.optim.grad_accum_steps) * cfg.epochs
+    # optimiser steps: each process's share of the batches (accelerate gives every process as many), in
+    # windows of `accum` (the last window of an epoch may be shorter)
+    steps = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes) / accum) * cfg.epochs
     optimizer, scheduler = make_optimizer(model, cfg.optim, steps)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
     ckpt = Path(cfg.output) / "checkpoint"
-    extra = {"epoch": 0, "step": 0, "skipped_steps": 0}
+    run = EpochRun(accelerator, model, optimizer, scheduler, cfg.optim.max_grad_norm, train_loader,
+                   eval_loader, checkpoint_dir=ckpt, grad_accum_steps=accum)
     if cfg.resume and ckpt.exists():
-        extra = load_checkpoint(ckpt, accelerator=accelerator, model=model, optimizer=optimizer,
-                                scheduler=scheduler)
-        log.info("resumed from %s after epoch %d (step %d)", ckpt, extra["epoch"], extra["step"])
-    resume_step = extra["step"] if cfg.resume else None
-    tracker = Tracker(cfg.output, accelerator.is_main_process, resume_step=resume_step)
-    return EpochRun(accelerator, model, optimizer, scheduler, train_loader, eval_loader, tracker, ckpt,
-                    **extra)
+        state = checkpoint.load_checkpoint(ckpt, accelerator)
+        run.epoch, run.step, run.skipped_steps = state["epoch"], state["step"], state["skipped_steps"]
+        log.info("resumed from %s after epoch %d (step %d)", ckpt, run.epoch, run.step)
+    resume_step = run.step if cfg.resume else None
+    run.tracker = Tracker(cfg.output, accelerator.is_main_process, resume_step=resume_step)
+    return run
 
 
-def train_epochs(run: EpochRun, cfg, train_step, evaluate, group: str) -> dict[str, float]:
-    """The remaining epochs: `train_step` on every batch (accumulation, NaN guard, clipping, schedule); a
-    row of step metrics (means over the last cfg.log_every batches) to metrics.jsonl; after each epoch
-    `evaluate()`, an epoch row and an atomic checkpoint.
+def train_epochs(run: EpochRun, cfg, train_step, count, evaluate, group: str) -> dict[str, float]:
+    """The remaining epochs: optimiser steps over windows of cfg.optim.grad_accum_steps batches
+    (`accumulate_step`: accumulation weighted by `count`, NaN guard, clipping, one schedule step); a row of
+    step metrics (means over the last cfg.log_every batches) to metrics.jsonl; after each epoch `evaluate()`,
+    an epoch row and an atomic checkpoint.
 
-    Args: train_step(batch) -> (loss [], {"<group>/<name>": float}); evaluate() -> {key: float}.
-    Returns: the last epoch row: `epoch`, `train/<name>` (epoch means of the step metrics) and
-    evaluate()'s keys."""
+    Args: train_step(batch) -> (loss [] a mean over count(batch) units, {"<group>/<name>": float});
+        evaluate() -> {"eval_<name>": float}.
+    Returns: the last epoch row: `epoch`, `train/<name>` (epoch means of the step metrics), evaluate()'s keys
+    and `skipped_steps`."""
     acc, final = run.accelerator, {}
     for epoch in range(run.epoch + 1, cfg.epochs + 1):
         run.model.train()
         run.train_loader.set_epoch(epoch)
         window, seen = [], []
-        bar = progress(run.train_loader, desc=f"{group} epoch {epoch}/{cfg.epochs}",
+        bar = progress(total=len(run.train_loader), desc=f"{group} epoch {epoch}/{cfg.epochs}",
                        disable=not acc.is_main_process)
-        for batch in bar:
+        for batches in chunks(run.train_loader, run.grad_accum_steps):
             t0 = time.perf_counter()
-            metrics = _train_batch(run, train_step, batch, cfg.optim.max_grad_norm, group)
-            run.step += 1
-            metrics["step_time_s"] = time.perf_counter() - t0
-            window.append(metrics), seen.append(metrics)
-            if run.step % cfg.log_every == 0:
-                run.tracker.log(run.step, mean_metrics(acc, window))
-                window = []
-            bar.set_postfix(loss=f"{metrics[f'{group}/loss']:.4f}")
+            result = accumulate_step(run, batches, train_step, count)
+            if result.skipped:
+                if not run.skipped_steps:
+                    log.warning("non-finite %s loss or gradient: optimiser step skipped (counted in "
+                                "skipped_steps)", group)
+                run.skipped_steps += 1
+            step_time_s = (time.perf_counter() - t0) / len(batches)
+            for i, metrics in enumerate(result.rows):
+                run.step += 1
+                is_last = i == len(result.rows) - 1  # the gradient norm exists once per optimiser step
+                window.append({**metrics, f"{group}/grad_norm": result.grad_norm if is_last else float("nan"),
+                               f"{group}/lr": result.lr, "step_time_s": step_time_s})
+                seen.append(window[-1])
+                if run.step % cfg.log_every == 0:
+                    run.tracker.log(run.step, mean_metrics(acc, window))
+                    window = []
+            bar.update(len(batches))
+            bar.set_postfix(loss=f"{result.rows[-1][f'{group}/loss']:.4f}")
+        bar.close()
         if window:  # the end of the epoch closes the last window
             run.tracker.log(run.step, mean_metrics(acc, window))
         train_means = {f"train/{k.split('/')[-1]}": v for k, v in mean_metrics(acc, seen).items() if "/" in k}
@@ -253,43 +296,18 @@ def train_epochs(run: EpochRun, cfg, train_step, evaluate, group: str) -> dict[s
         run.tracker.log(run.step, final)
         log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
         run.epoch = epoch
-        extra = {"epoch": run.epoch, "step": run.step, "skipped_steps": run.skipped_steps}
-        save_checkpoint_atomic(run.checkpoint_dir, accelerator=acc, model=run.model, optimizer=run.optimizer,
-                               scheduler=run.scheduler, extra=extra)
+        checkpoint.save_checkpoint(run.checkpoint_dir, acc, run.trainer_state())
     return final
 
 
-def finish_epoch_run(run: EpochRun, tokenizer, out: Path, merge_lora: bool, final: dict, plot) -> dict:
-    """After training: close the tracker, save `out/policy`, draw the curves (`plot(out)`), write summary.json."""
-    import json
-
-    from rlhfkit.atomic import write_text
-
+def finish_epoch_run(run: EpochRun, out: Path, final: dict, save_model) -> dict:
+    """After training: close the tracker; on the main process `save_model()` and write summary.json."""
     run.accelerator.wait_for_everyone()
     run.tracker.close()
     if run.accelerator.is_main_process:
-        save_policy(run.accelerator.unwrap_model(run.model).lm, tokenizer, out / "policy", merge_lora)
-        plot(out)
+        save_model()
         write_text(out / "summary.json", json.dumps(final, indent=2))
     return final
-
-
-def _train_batch(run: EpochRun, train_step, batch, max_grad_norm: float, group: str) -> dict[str, float]:
-    """One micro-batch: loss, backward and (on accumulation boundaries) a clipped optimiser step."""
-    acc = run.accelerator
-    with acc.accumulate(run.model):
-        with acc.autocast():
-            loss, metrics = train_step(batch)
-        grad_norm = float("nan")
-        if all_finite(loss):
-            acc.backward(loss)
-            grad_norm = clip_and_step(acc, run.model, run.optimizer, run.scheduler, max_grad_norm)
-        else:
-            if not run.skipped_steps:
-                log.warning("non-finite %s loss: batch skipped (counted in skipped_steps)", group)
-            run.skipped_steps += 1
-            run.optimizer.zero_grad(set_to_none=True)
-    return {**metrics, f"{group}/grad_norm": grad_norm, f"{group}/lr": run.scheduler.get_last_lr()[0]}
 
 
 def mean_metrics(accelerator, rows: list[dict[str, float]]) -> dict[str, float]:

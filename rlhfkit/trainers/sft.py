@@ -5,7 +5,8 @@
         log π(y_t | x, y_<t) on the response block              models.policy.completion_logprobs
         L = −(1/N) Σ_t mask_t log π(y_t | x, y_<t)              N = Σ mask: a mean over the tokens that count,
                                                                 the response and EOS (--completion-only) or
-                                                                every token but the first
+                                                                every token but the first (accumulating:
+                                                                over every micro-batch of the step)
         AdamW step with warm-up/decay, clipping, accumulation   trainers.loop.train_epochs
     after each epoch: held-out NLL per token and perplexity exp(NLL); atomic checkpoint (--resume per epoch)
 Details: dropout off; temperature 1; the prompt goes through the chat template exactly as at generation time
@@ -28,8 +29,6 @@ from rlhfkit.data.collate import pack_completions, pad_completions, tokenize_com
 from rlhfkit.data.readers import load_demonstrations, load_with_held_out
 from rlhfkit.models.load import load_tokenizer
 from rlhfkit.models.policy import completion_logprobs
-from rlhfkit.report.plots import plot_series
-from rlhfkit.tracking import read_metrics
 from rlhfkit.trainers import loop
 
 log = logging.getLogger(__name__)
@@ -75,18 +74,23 @@ def evaluate(policy, loader, accelerator, pad_token_id: int) -> dict[str, float]
     if not tokens:
         return {}
     mean_nll = (nll / tokens).item()
-    return {"eval/loss": mean_nll, "eval/perplexity": math.exp(mean_nll), "eval/tokens": tokens.item()}
+    return {"eval_loss": mean_nll, "eval_perplexity": math.exp(mean_nll), "eval_tokens": tokens.item()}
 
 
 def _to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def counted_tokens(examples: list) -> int:
+    """The tokens that count in a batch: the unit of SFT's token mean (and of accumulation's weights)."""
+    return sum(sum(ex.mask) for ex in examples)
+
+
 def train_sft(cfg: SFTConfig) -> dict[str, float]:
-    """Train, evaluate each epoch, save `output/policy` (+ metrics.jsonl, loss.png, summary.json)."""
+    """Train, evaluate each epoch, save `output/policy` (+ metrics.jsonl, checkpoint/, summary.json)."""
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
-    accelerator = loop.make_accelerator(cfg.dtype, cfg.optim.grad_accum_steps)
+    accelerator = loop.make_accelerator(cfg.dtype)
     tokenizer = load_tokenizer(cfg.model, padding_side="left")
     train, held_out = load_examples(cfg, tokenizer)
     if accelerator.is_main_process:
@@ -98,12 +102,7 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
         return sft_step(run.model, _to(pad_completions(examples, pad), accelerator.device))
 
     evaluate_fn = partial(evaluate, run.model, run.eval_loader, accelerator, pad)
-    final = loop.train_epochs(run, cfg, step, evaluate_fn, "sft")
-    return loop.finish_epoch_run(run, tokenizer, out, cfg.merge_lora, final, plot_sft_curves)
-
-
-def plot_sft_curves(out: Path) -> None:
-    """loss.png: training NLL per logged step and held-out NLL per epoch, against the step."""
-    rows = read_metrics(out / "metrics.jsonl")
-    plot_series(rows, "step", {"sft/loss": "train", "eval/loss": "held-out"}, out / "loss.png",
-                "SFT loss (NLL per token)", "loss")
+    final = loop.train_epochs(run, cfg, step, counted_tokens, evaluate_fn, "sft")
+    save = partial(loop.save_policy, accelerator.unwrap_model(run.model).lm, tokenizer, out / "policy",
+                   cfg.merge_lora)
+    return loop.finish_epoch_run(run, out, final, save)

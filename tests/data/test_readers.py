@@ -476,3 +476,33 @@ def test_prompt_text_leaves_out_assistant_turns():
     assert prompt_text("plain") == "plain"
     messages = ({"role": "system", "content": "S"}, user("U1"), assistant("A"), user("U2"))
     assert prompt_text(messages) == "S\nU1\nU2"
+
+
+# --- inputs the property tests (test_properties.py) found: each was a traceback or a two-line error ---------
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"[" * 5000, "malformed JSON: nested too deeply to parse"),  # was a RecursionError
+        (b'{"prompt": ' + b"9" * 5000 + b"}",  # was a ValueError: Python refuses ints over 4300 digits
+         "malformed JSON: Exceeds the limit (4300 digits) for integer string conversion"),
+        (b'{"pro\\nmpt": 1, "x": 2}',  # a key with a line break was printed raw: a two-line error
+         "field 'prompt' is missing (the row has: pro\\nmpt, x); add it, or pass your column's name to the loader"),
+        (b'{"prompt": "a\\ud800b"}',  # a lone surrogate loaded, then broke the tokenizer (TypeError)
+         "field 'prompt' holds a lone surrogate ('\\ud800' at character 1): not valid Unicode text"),
+    ],
+)
+def test_bad_json_lines_give_one_line_errors(tmp_path, line, message):
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(b'{"prompt": "fine"}\n' + line + b"\n")
+    with pytest.raises(DataError) as info:
+        load_prompts(path)
+    assert str(info.value) == f"{path}:2: {message}"
+
+
+def test_lone_surrogate_in_a_message_names_the_message(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"prompt": "p", "chosen": [{"role": "assistant", "content": "\\udfff"}], "rejected": "r"}\n')
+    with raises_at(path, 1, "chosen[0].content"):
+        load_preferences(path)

@@ -39,3 +39,22 @@ def test_pad_token_distinct_from_eos(tiny_llama, tmp_path):
         shutil.copy(f"{tiny_llama}/{f}", tmp_path / "m" / f)
     fixed = load_tokenizer(tmp_path / "m")
     assert fixed.pad_token == "<|endoftext|>" and fixed.pad_token_id != fixed.eos_token_id
+
+
+def test_disable_dropout_zeroes_config_and_attention_rates(tmp_path):
+    """Llama's attention dropout is a float handed to SDPA, not an nn.Dropout: it must be zeroed too, so
+    train-mode forwards (needed for gradient checkpointing) are deterministic and equal eval mode."""
+    import torch
+
+    from rlhfkit.models.load import load_causal_lm
+    from tests.conftest import save_tiny_llama
+
+    lm = load_causal_lm(save_tiny_llama(tmp_path / "dropout_llama", attention_dropout=0.1))
+    assert lm.config.attention_dropout == 0.0
+    assert all(layer.self_attn.attention_dropout == 0.0 for layer in lm.model.layers)
+    ids = torch.randint(6, 60, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lm.train()
+        first, second = lm(ids).logits, lm(ids).logits
+        lm.eval()
+        assert torch.equal(first, second) and torch.equal(first, lm(ids).logits)

@@ -1,5 +1,8 @@
 """Response log-probs of a padded causal-LM batch equal a plain full forward of each unpadded sequence."""
 
+import json
+
+import pytest
 import torch
 
 from rlhfkit.data.collate import encode_completions
@@ -55,3 +58,43 @@ def test_checkpointed_head_equals_one_block_in_value_and_gradient(tiny_llama, mo
     (a, ga), (b, gb) = grads
     assert torch.allclose(a, b, atol=1e-6)
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(ga, gb))
+
+
+def count_grad_forwards(lm) -> list[int]:
+    """Counts, per decoder layer, the runs of its attention block with autograd on: training forwards and,
+    under gradient checkpointing, their recomputation in the backward pass. A hook on the layer itself misses
+    the recomputation (transformers checkpoints the layer's `forward`, not `__call__`), and one on the MLP
+    too (the recomputation stops once the last saved tensor, the input of down_proj, is back)."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    counts = [0] * len(base.model.layers)
+    for i, layer in enumerate(base.model.layers):
+        layer.self_attn.register_forward_hook(
+            lambda module, args, out, i=i: counts.__setitem__(i, counts[i] + torch.is_grad_enabled()))
+    return counts
+
+
+@pytest.mark.parametrize("use_lora", [False, True])
+def test_offline_trainer_recomputes_every_layer_with_gradient_checkpointing(tiny_llama, tmp_path, monkeypatch,
+                                                                           use_lora):
+    """SFT/DPO's Policy under --gradient-checkpointing: one training step runs each layer twice (forward, then
+    recomputed in the backward pass); without it, once."""
+    from rlhfkit.config import SFTConfig, build
+    from rlhfkit.trainers import loop
+    from rlhfkit.trainers.sft import train_sft
+
+    data = tmp_path / "demos.jsonl"
+    data.write_text("".join(json.dumps({"prompt": "the cat", "response": "good dog"}) + "\n" for _ in range(8)))
+    real, counts = loop.trainable_policy, {}
+
+    def counted(path, cfg):
+        policy = real(path, cfg)
+        counts["per_layer"] = count_grad_forwards(policy.lm)
+        return policy
+
+    monkeypatch.setattr(loop, "trainable_policy", counted)
+    for checkpointing, runs_per_step in ((False, 1), (True, 2)):
+        cfg = build(SFTConfig, {"model": tiny_llama, "data": str(data), "eval_data": str(data), "epochs": 1,
+                                "output": str(tmp_path / f"sft{checkpointing}"), "batch_size": 8, "dtype": "fp32",
+                                "gradient_checkpointing": checkpointing, "lora.use_lora": use_lora})
+        train_sft(cfg)
+        assert counts["per_layer"] == [runs_per_step, runs_per_step], checkpointing  # one step, two layers

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
 from rlhfkit.errors import DataError
+from rlhfkit.eval.compare import save_evaluation
 from rlhfkit.report.checks import first_last_thirds, overoptimisation_warnings
 from rlhfkit.report.html import build_report
 
@@ -33,15 +36,17 @@ def _write_json(path, obj):
 
 
 def _eval(n_prompts=10):
-    """SFT gold = 0.1·i; PPO gold = 0.1·i + 0.2, except -0.3 on the last prompt; PPO's first response is a
-    <script> tag."""
+    """eval/eval.json's rows (no statistics): SFT gold = 0.1·i; PPO gold = 0.1·i + 0.2, except -0.3 on the
+    last prompt; PPO's first response is a <script> tag."""
     rows = []
     for i in range(n_prompts):
         ppo_gold = 0.1 * i + (0.2 if i < n_prompts - 1 else -0.3)
-        rows.append({"prompt": f"prompt {i} & friends",
-                     "sft": {"response": f"sft answer {i}", "gold": 0.1 * i, "rm": 0.0, "kl": 0.0, "len": 10},
-                     "ppo": {"response": SCRIPT if i == 0 else f"ppo answer {i}", "gold": ppo_gold, "rm": 1.0,
-                             "kl": 2.0 + 0.1 * i, "len": 12}})
+        row = {"prompt": f"prompt {i} & friends",
+               "sft": {"response": f"sft answer {i}", "gold_reward": 0.1 * i, "rm_reward": 0.0, "kl": 0.0,
+                       "response_len": 10, "eos_rate": 1.0},
+               "ppo": {"response": SCRIPT if i == 0 else f"ppo answer {i}", "gold_reward": ppo_gold,
+                       "rm_reward": 1.0, "kl": 2.0 + 0.1 * i, "response_len": 12, "eos_rate": 0.5}}
+        rows.append(row)
     return {"policies": ["sft", "ppo"], "rows": rows}
 
 
@@ -53,7 +58,8 @@ def full_run(tmp_path):
                 "kl_ci95": [0.0, 0.0], "response_len": 10.0},
         "ppo": {"gold_reward": 0.456, "gold_reward_ci95": [0.4, 0.5], "rm_reward": 1.0, "kl": 2.5,
                 "kl_ci95": [2.1, 2.9], "response_len": 12.0, "win_rate_gold": 0.9,
-                "win_rate_gold_ci95": [0.7, 1.0], "beta": 0.1},
+                "win_rate_gold_ci95": [0.7, 1.0], "gold_delta": 0.333, "gold_delta_ci95": [0.211, 0.444],
+                "beta": 0.1},
     }
     _write_json(run / "summary.json", {
         "gold_reward_sft": 0.123, "gold_reward_rlhf": 0.456, "gold_delta_ci95": [0.211, 0.444],
@@ -66,8 +72,8 @@ def full_run(tmp_path):
     _write_json(run / "prefs" / "summary.json", {"n_prompts": 50, "k": 4, "n_pairs": 300,
                                                  "label_temperature": 0.5, "gold_agreement": 0.83})
     _write_jsonl(run / "rm" / "metrics.jsonl", [
-        {"step": 10 * e, "epoch": e, "train/loss": 0.7 - 0.1 * e, "eval/loss": 0.7 - 0.05 * e,
-         "eval/accuracy": 0.6 + 0.1 * e} for e in (1, 2)])
+        {"step": 10 * e, "epoch": e, "train/loss": 0.7 - 0.1 * e, "eval_loss": 0.7 - 0.05 * e,
+         "eval_accuracy": 0.6 + 0.1 * e} for e in (1, 2)])
     _write_jsonl(run / "ppo" / "metrics.jsonl", _ppo_rows([0.1, 0.2, None, 0.4, 0.5, 0.6],
                                                          [0.1, 0.15, 0.2, 0.25, 0.3, 0.35]))
     _write_json(run / "eval" / "eval.json", _eval())
@@ -81,7 +87,7 @@ def test_report_has_headline_plots_and_escaped_samples(full_run):
     out = build_report(full_run)
     assert out == full_run / "report.html"
     html = out.read_text()
-    # headline: numbers from summary.json, formatted in one sentence near the top
+    # headline: the methods' numbers from summary.json (not eval.json's rows), in one sentence near the top
     headline = re.search(r'<p class="headline">(.*?)</p>', html).group(1)
     for number in ("0.123", "0.456", "+0.333", "[0.211, 0.444]", "KL = 2.50 nats", "0.90 [0.70, 1.00]"):
         assert number in headline, number
@@ -90,6 +96,7 @@ def test_report_has_headline_plots_and_escaped_samples(full_run):
     assert html.index("Warnings") < html.index("Held-out results") < html.index("Samples")
     # setup: preference data, models from the config, stage timings
     assert "300 pairs" in html and "minilm-l6" in html and "6 min 00 s" in html and "10 min 00 s" in html
+    assert "final held-out accuracy 0.80" in html  # rm/metrics.jsonl's eval_accuracy of the last epoch
     # plots: methods reward-vs-KL, histograms, per-prompt change, RM curves, proxy/gold, KL, length
     assert html.count('<img src="data:image/png;base64,') == 7
     assert "http://" not in html and "https://" not in html and "<script" not in html
@@ -116,9 +123,10 @@ def test_report_computes_warnings_when_absent(full_run):
     assert '<div class="warn">' in html and "Proxy (learned RM) score rose" in html
 
 
-def test_eval_only_folder_renders_from_eval_json(tmp_path):
+def test_eval_only_folder_renders_the_statistics_eval_wrote(tmp_path):
     run = tmp_path / "eval_run"
-    _write_json(run / "eval" / "eval.json", _eval())
+    (run / "eval").mkdir(parents=True)
+    save_evaluation(run / "eval" / "eval.json", _eval(), baseline="sft")  # the one producer of statistics
     html = build_report(run).read_text()
     headline = re.search(r'<p class="headline">(.*?)</p>', html).group(1)
     # sft mean = 0.1·(0+…+9)/10 = 0.45; ppo adds 0.2 on 9 prompts and -0.3 on one: 0.45 + (1.8 - 0.3)/10 = 0.6
@@ -130,17 +138,32 @@ def test_eval_only_folder_renders_from_eval_json(tmp_path):
     assert "data:image/png;base64," in html and "&lt;script&gt;" in html
 
 
-def test_eval_cli_summary_with_short_method_keys(tmp_path):
-    # `rlhfkit eval` writes {"methods", "baseline"} with rlhfkit.eval.compare's keys (gold, gold_ci95, rm)
+def test_report_reads_statistics_and_computes_none(tmp_path):
+    # rows without `methods`: the report draws them but states no mean, interval or win rate of its own
     run = tmp_path / "eval_run"
     _write_json(run / "eval" / "eval.json", _eval())
-    methods = {"sft": {"gold": 0.444, "gold_ci95": [0.3, 0.6], "rm": 0.0, "kl": 0.0, "response_len": 10.0},
-               "ppo": {"gold": 0.777, "gold_ci95": [0.7, 0.8], "rm": 1.0, "kl": 2.45, "response_len": 12.0,
-                       "win_rate_gold": 0.9, "win_rate_gold_ci95": [0.7, 1.0]}}
+    html = build_report(run).read_text()
+    assert "No held-out results in this run" in html and "gold win rate" not in html
+    assert "data:image/png;base64," in html  # the per-prompt histograms are drawn from the rows
+    # `rlhfkit eval`'s summary.json ({"methods", "baseline"}) is read as written: the table shows its numbers
+    methods = {"sft": {"gold_reward": 0.444, "gold_reward_ci95": [0.3, 0.6], "rm_reward": 0.0, "kl": 0.0,
+                       "response_len": 10.0},
+               "ppo": {"gold_reward": 0.777, "gold_reward_ci95": [0.7, 0.8], "rm_reward": 1.0, "kl": 2.45,
+                       "response_len": 12.0, "win_rate_gold": 0.9, "win_rate_gold_ci95": [0.7, 1.0],
+                       "gold_delta": 0.333, "gold_delta_ci95": [0.2, 0.4]}}
     _write_json(run / "summary.json", {"methods": methods, "baseline": "sft"})
     html = build_report(run).read_text()
-    assert "0.777 [0.700, 0.800]" in html  # methods table reads the short keys
-    assert "from 0.450 to 0.600" in html  # headline numbers still come from eval.json
+    headline = re.search(r'<p class="headline">(.*?)</p>', html).group(1)
+    assert "from 0.444 to 0.777" in headline and "+0.333, 95% CI [0.200, 0.400]" in headline
+    assert "0.777 [0.700, 0.800]" in html  # the methods table
+
+
+def test_report_imports_no_model_code():
+    code = ("import sys, rlhfkit.report.html; "
+            "print([m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'numpy') "
+            "or m.startswith(('rlhfkit.eval', 'rlhfkit.trainers', 'rlhfkit.models'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_empty_and_broken_folders_render_and_say_so(tmp_path):
@@ -172,48 +195,48 @@ def test_first_last_thirds_uses_disjoint_thirds_and_skips_missing():
 def test_proxy_up_gold_down_warns():
     # proxy thirds: (0.1+0.2)/2 = 0.15 → (0.5+0.6)/2 = 0.55; gold: 0.325 → 0.125
     rows = _ppo_rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.35, 0.3, 0.25, 0.2, 0.15, 0.1])
-    warnings = overoptimisation_warnings(rows, {})
+    warnings = overoptimisation_warnings(rows, {}, {})
     assert len(warnings) == 1
     assert "rose from 0.150 to 0.550" in warnings[0] and "fell from 0.325 to 0.125" in warnings[0]
 
 
 def test_both_rising_or_both_falling_does_not_warn():
     up = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
-    assert overoptimisation_warnings(_ppo_rows(up, up), {}) == []
-    assert overoptimisation_warnings(_ppo_rows(up[::-1], up[::-1]), {}) == []
+    assert overoptimisation_warnings(_ppo_rows(up, up), {}, {}) == []
+    assert overoptimisation_warnings(_ppo_rows(up[::-1], up[::-1]), {}, {}) == []
 
 
 def test_length_drift_warns_beyond_the_threshold_either_way():
     flat = [0.1] * 6
     # 20 → 31 tokens: +55% > 50%
-    longer = overoptimisation_warnings(_ppo_rows(flat, flat, length=[20, 20, 25, 25, 31, 31]), {})
+    longer = overoptimisation_warnings(_ppo_rows(flat, flat, length=[20, 20, 25, 25, 31, 31]), {}, {})
     assert len(longer) == 1 and "from 20.0 to 31.0 tokens (+55%" in longer[0]
     # 20 → 29 tokens: +45% is within the default 50%, but not within 40%
     rows = _ppo_rows(flat, flat, length=[20, 20, 25, 25, 29, 29])
-    assert overoptimisation_warnings(rows, {}) == []
-    assert len(overoptimisation_warnings(rows, {}, length_drift=0.4)) == 1
+    assert overoptimisation_warnings(rows, {}, {}) == []
+    assert len(overoptimisation_warnings(rows, {}, {}, length_drift=0.4)) == 1
     # 20 → 8 tokens: -60%
-    shorter = overoptimisation_warnings(_ppo_rows(flat, flat, length=[20, 20, 15, 15, 8, 8]), {})
+    shorter = overoptimisation_warnings(_ppo_rows(flat, flat, length=[20, 20, 15, 15, 8, 8]), {}, {})
     assert len(shorter) == 1 and "(-60%" in shorter[0]
 
 
 def test_kl_above_threshold_at_the_end_warns():
     flat = [0.1] * 6
     # last third of KL: (11 + 13)/2 = 12 > 10; the early 1.0s do not dilute it
-    high = overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 11, 13]), {})
+    high = overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 11, 13]), {}, {})
     assert len(high) == 1 and "12.00 nats" in high[0]
-    assert overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 9, 10]), {}) == []
-    assert overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 9, 10]), {}, kl_threshold=9.0)
-    # no PPO rows: the held-out KL from the summary
-    assert "on held-out prompts" in overoptimisation_warnings([], {"kl_rlhf": 15.0})[0]
+    assert overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 9, 10]), {}, {}) == []
+    assert overoptimisation_warnings(_ppo_rows(flat, flat, kl=[1, 1, 5, 5, 9, 10]), {}, {}, kl_threshold=9.0)
+    # no PPO rows: the candidate's held-out KL
+    assert "15.00 nats per response on held-out prompts" in overoptimisation_warnings([], {}, {"kl": 15.0})[0]
 
 
 def test_heldout_rm_gain_without_gold_gain_warns():
-    base = {"rm_reward_sft": 0.1, "rm_reward_rlhf": 0.9}
-    fell = overoptimisation_warnings([], {**base, "gold_delta_ci95": [-0.3, -0.1]})
+    sft, rlhf = {"rm_reward": 0.1}, {"rm_reward": 0.9}
+    fell = overoptimisation_warnings([], sft, {**rlhf, "gold_delta_ci95": [-0.3, -0.1]})
     assert len(fell) == 1 and "gold reward fell" in fell[0] and "[-0.300, -0.100]" in fell[0]
-    flat = overoptimisation_warnings([], {**base, "gold_delta_ci95": [-0.1, 0.2]})
+    assert "rose from 0.100 to 0.900" in fell[0]
+    flat = overoptimisation_warnings([], sft, {**rlhf, "gold_delta_ci95": [-0.1, 0.2]})
     assert len(flat) == 1 and "did not improve significantly" in flat[0]
-    assert overoptimisation_warnings([], {**base, "gold_delta_ci95": [0.05, 0.2]}) == []  # gold confirms it
-    assert overoptimisation_warnings([], {"rm_reward_sft": 0.9, "rm_reward_rlhf": 0.1,  # RM did not rise
-                                          "gold_delta_ci95": [-0.3, -0.1]}) == []
+    assert overoptimisation_warnings([], sft, {**rlhf, "gold_delta_ci95": [0.05, 0.2]}) == []  # gold confirms
+    assert overoptimisation_warnings([], rlhf, {**sft, "gold_delta_ci95": [-0.3, -0.1]}) == []  # RM fell

@@ -20,8 +20,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     for key in SUMMARY_KEYS:
         assert key in summary, key
     low, high = summary["gold_delta_ci95"]
-    assert low <= summary["gold_reward_rlhf"] - summary["gold_reward_sft"] <= high
-    assert 0.0 <= summary["win_rate_gold"] <= 1.0 and summary["kl_rlhf"] == summary["methods"]["ppo"]["kl"]
+    assert low < high  # a real interval: the bootstrap resampled varied per-prompt gains
+    ppo = summary["methods"]["ppo"]  # the headline figures are the evaluation's, not recomputed elsewhere
+    assert (summary["kl_rlhf"], summary["win_rate_gold"]) == (ppo["kl"], ppo["win_rate_gold"])
     assert set(summary["methods"]) == {"sft", "ppo", "dpo"}  # PPO and DPO on the same preferences and eval
     for name in ("prefs/prefs.jsonl", "prefs/prefs_val.jsonl", "rm/metrics.jsonl", "ppo/metrics.jsonl",
                  "ppo/samples.jsonl", "eval/eval.json"):

@@ -27,7 +27,7 @@ def test_minilm_rm_learns_and_passes_seed_checks(tmp_path):
     cfg = build(RMConfig, {"data": train, "eval_data": held_out, "base": "minilm-l6",
                            "output": str(tmp_path / "rm"), "seed": 0})
     final = train_reward_model(cfg)
-    assert final["eval/accuracy"] >= 0.9
+    assert final["eval_accuracy"] >= 0.9
     rm = RewardModel.from_pretrained(tmp_path / "rm")
     for prompt, good, bad in SEED_EXAMPLES:
         good_reward, bad_reward = rm.score([prompt, prompt], [good, bad])

@@ -113,8 +113,8 @@ def test_dpo_raises_held_out_reward_accuracy(tiny_llama, tmp_path):
         assert key in metrics[0], key
     assert [r["epoch"] for r in metrics if "epoch" in r] == [1, 2]
     out = tmp_path / "dpo"
-    for name in ("policy/adapter_config.json", "loss.png", "reward_accuracy.png", "rewards.png",
-                 "summary.json", "config.yaml", "checkpoint/weights.safetensors"):
+    for name in ("policy/adapter_config.json", "summary.json", "config.yaml", "checkpoint/model.safetensors",
+                 "checkpoint/trainer_state.json"):
         assert (out / name).exists(), name
     assert len(list(out.glob("ref_logps-*.safetensors"))) == 1
     # the saved LoRA policy loads as a plain causal LM and prefers "good" like the trained one
@@ -181,6 +181,8 @@ def test_dpo_cli(tiny_llama, tmp_path, capsys):
                  "--epochs", "1", "--loss", "hinge", "--beta", "0.2", "--eval-fraction", "0.25", "--no-lora",
                  "--merge-lora"]) == 0
     assert "held-out reward accuracy" in capsys.readouterr().out
+    for name in ("loss.png", "reward_accuracy.png", "rewards.png"):  # drawn by the command, not the trainer
+        assert (tmp_path / "o" / name).stat().st_size > 1000, name
     assert (tmp_path / "o" / "policy" / "model.safetensors").exists()  # no LoRA: a full model folder
 
     bad = tmp_path / "bad.jsonl"

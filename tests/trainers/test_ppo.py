@@ -8,16 +8,17 @@ import torch
 from rlhfkit.config import PPOConfig, build
 from rlhfkit.rollout import collect_rollout
 from rlhfkit.trainers.ppo import build_models, prompt_batch, train_ppo
+from tests.models.test_policy import count_grad_forwards
 
 
 class WordReward:
-    """Reward = number of times `word` occurs in the response (a 'reward a specific token' task)."""
+    """Reward = number of words of the response that are among `words` (a 'reward specific tokens' task)."""
 
-    def __init__(self, word="good"):
-        self.word = word
+    def __init__(self, *words):
+        self.words = set(words or ("good",))
 
     def score(self, prompts, responses):
-        return [float(r.split().count(self.word)) for r in responses]
+        return [float(sum(w in self.words for w in r.split())) for r in responses]
 
 
 def write_prompts(path, n=16):
@@ -37,24 +38,39 @@ def ppo_cfg(tiny_llama, tmp_path, **kw):
 
 @pytest.mark.parametrize("use_lora", [True, False])
 def test_step0_ratio_is_one_and_kl_zero(tiny_llama, tmp_path, use_lora):
-    cfg = ppo_cfg(tiny_llama, tmp_path, use_lora=use_lora)
+    # τ = 0.7, not 1: a log-prob pass that forgot the temperature would still agree at τ = 1
+    cfg = ppo_cfg(tiny_llama, tmp_path, use_lora=use_lora, temperature=0.7)
     torch.manual_seed(0)
     actor_critic, ref_lm, tokenizer, _ = build_models(cfg, WordReward())
     roll = collect_rollout(actor_critic, ref_lm, tokenizer, WordReward(), prompt_batch(["a cat", "the dog sun"] * 4, 0, 8, 0),
                            cfg.generation)
-    actor_critic.train()
+    assert actor_critic.training  # the training forward below is the one the trainer runs
     logprobs, values, _ = actor_critic(roll.input_ids, roll.attention_mask, roll.query_ids.shape[1],
                                        roll.response_ids, cfg.generation.temperature)
-    ratio = torch.exp(logprobs - roll.logprobs)
-    assert torch.allclose(ratio[roll.mask.bool()], torch.ones(()), atol=1e-5)
-    assert torch.allclose(roll.logprobs, roll.ref_logprobs, atol=1e-5)  # KL = 0 before any update
+    assert torch.equal(logprobs, roll.logprobs)  # ratio exactly 1
+    assert torch.equal(roll.logprobs, roll.ref_logprobs)  # KL exactly 0 before any update
     assert torch.all(values == 0)  # zero-initialised value head
     assert (roll.logprobs <= 0).all()
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("use_lora", [True, False])
+def test_lr0_run_has_kl_exactly_zero_and_ratio_exactly_one(tiny_llama, tmp_path, dtype, use_lora):
+    """The whole loop at lr 0, bf16 autocast included: the reference computes exactly what the policy does
+    (a bf16 copy of the reference gave a step-1 KL of −1.2e-4 on this model), at τ = 0.7."""
+    cfg = ppo_cfg(tiny_llama, tmp_path, steps=2, lr=0.0, use_lora=use_lora, dtype=dtype, temperature=0.7)
+    train_ppo(cfg, reward_model=WordReward())
+    rows = [json.loads(x) for x in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert (r["rollout/kl"], r["rollout/kl_k3"], r["ppo/ratio"], r["ppo/first_ratio"]) == (0.0, 0.0, 1.0, 1.0)
+        assert (r["ppo/approx_kl"], r["ppo/clipfrac"]) == (0.0, 0.0)
+
+
 def run_rows(tiny_llama, tmp_path, **kw):
     cfg = ppo_cfg(tiny_llama, tmp_path, steps=12, lr=3e-2, use_lora=False, normalize_scores=False, **kw)
-    train_ppo(cfg, reward_model=WordReward())
+    # four rewarded words: sampling the full softmax (no top-k 50) meets one word too rarely to learn from
+    train_ppo(cfg, reward_model=WordReward("good", "great", "nice", "happy"))
     return [json.loads(x) for x in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -91,6 +107,27 @@ def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
 
 
 @pytest.mark.parametrize("use_lora", [True, False])
+def test_gradient_checkpointing_recomputes_every_layer(tiny_llama, tmp_path, monkeypatch, use_lora):
+    """One PPO step = ppo_epochs × num_minibatches = 4 training forwards per layer; checkpointing recomputes
+    each in the backward pass (8). The rollout's passes run without autograd and are not counted."""
+    from rlhfkit.trainers import ppo
+
+    real, counts = ppo.build_models, {}
+
+    def counted(cfg, reward_model=None):
+        models = real(cfg, reward_model)
+        counts["per_layer"] = count_grad_forwards(models[0].lm)
+        return models
+
+    monkeypatch.setattr(ppo, "build_models", counted)
+    for checkpointing, runs_per_update in ((False, 1), (True, 2)):
+        cfg = ppo_cfg(tiny_llama, tmp_path / f"ckpt{checkpointing}", steps=1, use_lora=use_lora,
+                      gradient_checkpointing=checkpointing)
+        train_ppo(cfg, reward_model=WordReward())
+        assert counts["per_layer"] == [4 * runs_per_update] * 2, checkpointing  # two layers
+
+
+@pytest.mark.parametrize("use_lora", [True, False])
 def test_gradient_checkpointing_gives_the_same_run(tiny_llama, tmp_path, use_lora):
     """Recomputed activations change memory, not the numbers: the same losses, KL and scores step by step."""
     probe = ppo_cfg(tiny_llama, tmp_path / "probe", use_lora=use_lora, gradient_checkpointing=True)
@@ -108,3 +145,47 @@ def test_gradient_checkpointing_gives_the_same_run(tiny_llama, tmp_path, use_lor
     assert len(runs[True]) == 6 * 4
     assert any(abs(v) > 1e-3 for v in runs[True][-8:])  # it learned something, so equality is not trivial
     assert runs[True] == pytest.approx(runs[False], abs=1e-5)
+
+
+def eos_heavy_llama(path):
+    """A tiny Llama whose EOS logit is scaled up (tied embeddings): responses end at varied lengths."""
+    from safetensors.torch import load_file, save_file
+
+    from tests.conftest import save_tiny_llama
+
+    save_tiny_llama(path, seed=1)
+    weights = load_file(str(path / "model.safetensors"))
+    eos = json.loads((path / "config.json").read_text())["eos_token_id"]
+    weights["model.embed_tokens.weight"][eos] *= 30
+    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return str(path)
+
+
+def test_accumulation_equals_one_minibatch(tmp_path, monkeypatch):
+    """One rollout of 8, one minibatch, 2 PPO epochs (2 AdamW steps): 2 micro-batches of 4 weighted by their
+    tokens give the weights of one minibatch of 8."""
+    from safetensors.torch import load_file
+
+    from rlhfkit.trainers import loop
+
+    policy = eos_heavy_llama(tmp_path / "llama")
+    real, counts = loop.accumulate_step, []
+
+    def spy(learner, micro_batches, loss_fn, count_fn):
+        counts.append([count_fn(mb) for mb in micro_batches])
+        return real(learner, micro_batches, loss_fn, count_fn)
+
+    monkeypatch.setattr(loop, "accumulate_step", spy)
+    weights = {}
+    for accum in (1, 2):
+        cfg = ppo_cfg(policy, tmp_path / f"accum{accum}", steps=1, num_minibatches=1, lr=1e-2, use_lora=False,
+                      **{"optim.grad_accum_steps": accum})
+        train_ppo(cfg, reward_model=WordReward("sun"))
+        weights[accum] = load_file(str(tmp_path / f"accum{accum}" / "ppo" / "policy" / "model.safetensors"))
+    assert [len(c) for c in counts] == [1, 1, 2, 2]
+    assert any(c[0] != c[1] for c in counts[2:])  # unequal token counts: a mean of means would be wrong
+    # measured 4e-7 (AdamW's √v can amplify fp32 rounding on near-zero gradients, see test_loop); weighting
+    # each micro-batch's mean by 1/2 instead of by its tokens moved the weights by 0.04
+    assert max((weights[1][k] - weights[2][k]).abs().max().item() for k in weights[1]) < 1e-4
+    assert max((weights[1][k] - load_file(str(tmp_path / "llama" / "model.safetensors"))[k]).abs().max().item()
+               for k in weights[1]) > 1e-3  # it trained
