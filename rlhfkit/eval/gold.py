@@ -83,7 +83,8 @@ def label_pairs(
     """Preference pairs labelled by a noisy simulated annotator following the Bradley–Terry model.
 
     For each prompt with K responses y_1..y_K and gold scores g_1..g_K:
-      1. candidates = pairs (i, j), i < j, whose texts differ after stripping whitespace and whose gold scores
+      1. candidates = pairs (i, j), i < j, of non-empty responses (a policy may end at once with EOS) whose
+         texts differ after stripping whitespace and whose gold scores
          differ by at least `min_gap` (an annotator skips near-ties, as human raters are allowed to); at
          temperature 0 also pairs whose gold scores differ (a tie has no argmax, so it is skipped).
       2. sample min(pairs_per_prompt, len(candidates)) distinct candidates without replacement.
@@ -113,6 +114,7 @@ def label_pairs(
             (i, j)
             for i, j in itertools.combinations(range(len(responses)), 2)
             if responses[i].strip() != responses[j].strip()
+            and responses[i].strip() and responses[j].strip()  # an empty response is no answer to rank
             and (temperature > 0 or scores[i] != scores[j])
             and abs(scores[i] - scores[j]) >= min_gap
         ]

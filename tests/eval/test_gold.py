@@ -170,3 +170,10 @@ def test_min_gap_skips_near_ties():
     pairs = label_pairs(["p"], [["a", "b", "c"]], [[0.0, 0.05, 0.5]], temperature=0.0, seed=0,
                         pairs_per_prompt=3, min_gap=0.3)
     assert sorted((p["chosen"], p["rejected"]) for p in pairs) == [("c", "a"), ("c", "b")]
+
+
+def test_label_pairs_never_labels_an_empty_response():
+    # exact sampling lets a policy end with EOS at once: "" is no answer, so it is never chosen or rejected
+    pairs = label_pairs(["p"], [["", "  ", "good", "bad"]], [[0.0, 0.1, 0.9, -0.5]], temperature=0.0, seed=0,
+                        pairs_per_prompt=6)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("good", "bad")]
