@@ -1,6 +1,5 @@
 """Every command's --help is generated from its config dataclass and documents every option."""
 
-import dataclasses
 
 import pytest
 
@@ -19,7 +18,6 @@ def test_help_lists_every_leaf_option(command, capsys):
     for key, _, field in config_loading._leaf_fields(cls):
         assert f"--{key.replace('_', '-')}" in text, key
         assert field.metadata.get("help"), f"{key} has no help text"
-    assert dataclasses.is_dataclass(cls)
 
 
 def test_lora_alias_only_where_unambiguous():
