@@ -218,6 +218,9 @@ class PPOConfig:
             raise ConfigError(
                 f"config key 'num_minibatches': {self.num_minibatches} does not divide batch_size {self.batch_size}"
             )
+        if self.optim.grad_accum_steps > self.minibatch_size:
+            raise ConfigError(f"config key 'optim.grad_accum_steps': {self.optim.grad_accum_steps} micro-batches "
+                              f"cannot split a minibatch of {self.minibatch_size} (batch_size / num_minibatches)")
         check_on_policy(self.generation, self.lora)
 
 

@@ -50,7 +50,8 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  sum_over=None) -> Tensor:
     """Normalise x to zero mean and unit variance over the masked tokens (advantage whitening).
 
     x̂ = (x − mean) · rsqrt(Var + eps), with the masked mean and the unbiased masked variance;
@@ -59,12 +60,15 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
 
     Args:
         x: [B, T]. mask: [B, T]. shift_mean: keep the result zero-mean. eps: added to the variance so a
-            constant x does not divide by zero.
+            constant x does not divide by zero. sum_over: optional function summing a tensor over processes
+            (e.g. accelerate's reduce "sum"), so the moments are those of every process's batch.
     Returns:
         [B, T] whitened x, 0.0 where mask is 0.
     """
-    mean = masked_mean(x, mask)  # []
-    var = masked_var(x, mask, unbiased=True)  # []
+    total = sum_over if sum_over is not None else (lambda t: t)
+    n, x_sum = total(torch.stack([mask.sum(), (x * mask).sum()]))  # [], []
+    mean = x_sum / n  # []
+    var = total(((x - mean) ** 2 * mask).sum()) / (n - 1)  # [] unbiased: Σ(x − mean)² / (n − 1)
     whitened = (x - mean) * torch.rsqrt(var + eps)  # [B, T]
     if not shift_mean:
         whitened = whitened + mean  # [B, T]

@@ -155,3 +155,10 @@ def test_eval_policies_are_checked_at_load():
         build(EvalConfig, {**base, "policy": ["x=a", "runs/x"]})
     assert build(EvalConfig, {**base, "policy": ["sft=a=b", "runs/ppo/"]}).named_policies == {
         "sft": "a=b", "ppo": "runs/ppo/"}
+
+
+def test_ppo_refuses_more_micro_batches_than_a_minibatch_holds():
+    # batch 8 / 2 minibatches = 4 sequences: 5 micro-batches cannot split them, refused at load
+    with pytest.raises(ConfigError, match="'optim.grad_accum_steps': 5 micro-batches cannot split a minibatch of 4"):
+        build(PPOConfig, {"prompts": "p.jsonl", "output": "o", "grad_accum_steps": 5})
+    assert build(PPOConfig, {"prompts": "p.jsonl", "output": "o", "grad_accum_steps": 4}).optim.grad_accum_steps == 4

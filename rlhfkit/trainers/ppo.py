@@ -176,19 +176,13 @@ def ppo_step(cfg: PPOConfig, state: PPOState, roll: Rollout, train, accelerator=
     return metrics
 
 
-def whiten_over_processes(x: torch.Tensor, mask: torch.Tensor, accelerator=None, shift_mean: bool = True,
-                          eps: float = 1e-8) -> torch.Tensor:
-    """losses.masked_whiten with the mean μ and unbiased variance σ² over the masked tokens of every process's
-    batch: x̂ = (x − μ)·rsqrt(σ² + eps) (+ μ if not shift_mean), 0 where mask is 0. Per-process moments would
-    scale each process's advantages differently. One process: losses.masked_whiten itself.
-    Args: x [B, T], mask [B, T]. Returns: [B, T]."""
-    if accelerator is None or accelerator.num_processes == 1:
-        return losses.masked_whiten(x, mask, shift_mean, eps)
-    n, total = accelerator.reduce(torch.stack([mask.sum(), (x * mask).sum()]), "sum")  # [], []
-    mean = total / n  # []
-    var = accelerator.reduce(((x - mean) ** 2 * mask).sum(), "sum") / (n - 1)  # []
-    whitened = (x - mean) * torch.rsqrt(var + eps)  # [B, T]
-    return (whitened if shift_mean else whitened + mean) * mask  # [B, T]
+def whiten_over_processes(x: torch.Tensor, mask: torch.Tensor, accelerator=None,
+                          shift_mean: bool = True) -> torch.Tensor:
+    """losses.masked_whiten with its moments over the masked tokens of every process's batch (per-process
+    moments would scale each process's advantages differently). Args: x [B, T], mask [B, T]. Returns: [B, T]."""
+    several = accelerator is not None and accelerator.num_processes > 1
+    sum_over = (lambda t: accelerator.reduce(t, "sum")) if several else None
+    return losses.masked_whiten(x, mask, shift_mean, sum_over=sum_over)
 
 
 def make_train_fn(cfg: PPOConfig, learner: loop.Learner, state: PPOState):
@@ -248,9 +242,6 @@ def train_ppo(cfg: PPOConfig, reward_model=None, monitors: dict | None = None,
     passes its train split in memory)."""
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
-    if cfg.optim.grad_accum_steps > cfg.minibatch_size:
-        raise ConfigError(f"config key 'optim.grad_accum_steps': {cfg.optim.grad_accum_steps} micro-batches "
-                          f"cannot split a minibatch of {cfg.minibatch_size} (batch_size / num_minibatches)")
     accelerator = loop.make_accelerator(cfg.dtype)
     loop.check_accumulation(accelerator, cfg.optim.grad_accum_steps)
     if prompts is None:
