@@ -101,6 +101,14 @@ def run_ppo(cfg: C.PPOConfig) -> None:
           f"KL {final.get('rollout/kl', float('nan')):.3f}")
 
 
+def run_critic_free(cfg: C.CriticFreeConfig) -> None:
+    from rlhfkit.trainers.critic_free import train_critic_free
+
+    final = train_critic_free(cfg)
+    print(f"policy saved to {cfg.output}/policy: last step score {final.get('rollout/score_mean', float('nan')):.3f}, "
+          f"KL {final.get('rollout/kl', float('nan')):.3f}")
+
+
 def run_dpo(cfg: C.DPOConfig) -> None:
     from rlhfkit.trainers.dpo import train_dpo
 
@@ -147,13 +155,32 @@ def run_eval(cfg: C.EvalConfig) -> None:
     print(f"report: {cfg.output}/report.html")
 
 
+def run_bon(cfg: C.BonConfig) -> None:
+    from rlhfkit.eval.best_of_n import run_best_of_n
+    from rlhfkit.report.html import build_report
+
+    summary = run_best_of_n(cfg)
+    build_report(cfg.output)
+    print_methods_table(summary, f"rlhfkit bon: best-of-{cfg.n} by the RM (n={summary['n_eval_prompts']} prompts, "
+                                 f"{summary['samples_per_prompt']} samples each)")
+    for point in summary["curve"]:
+        gold = f", gold {point['gold_reward']:.3f}" if "gold_reward" in point else ""
+        print(f"best-of-{point['n']}: KL {point['kl']:.3f} nats, RM {point['rm_reward']:.3f}{gold}")
+    print(f"report: {cfg.output}/report.html")
+
+
 COMMANDS = {
     "sft": (C.SFTConfig, run_sft, "supervised fine-tuning on demonstrations (loss on the responses)"),
     "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model"),
     "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),
     "ppo": (C.PPOConfig, run_ppo, "PPO against a reward model with a KL penalty to the reference"),
+    "grpo": (C.GRPOConfig, run_critic_free, "GRPO: k completions per prompt, group-normalised advantages, no critic"),
+    "rloo": (C.RLOOConfig, run_critic_free, "RLOO: k completions per prompt, leave-one-out baseline, no critic"),
+    "reinforce-pp": (C.ReinforcePPConfig, run_critic_free,
+                     "REINFORCE++: KL in the per-token reward, returns whitened over the batch, no critic"),
     "dpo": (C.DPOConfig, run_dpo, "DPO / IPO / hinge / SimPO on preference pairs (no reward model)"),
     "eval": (C.EvalConfig, run_eval, "compare policies on held-out prompts (gold/RM reward, KL, length, report)"),
+    "bon": (C.BonConfig, run_bon, "best-of-n by the reward model vs the SFT policy, and its reward-KL curve"),
     "demo": (C.DemoConfig, run_demo, "the whole RLHF loop on the embedded models, with a report"),
 }
 

@@ -163,8 +163,8 @@ class ScoreConfig:
 
 
 @dataclass
-class PPOConfig:
-    """`rlhfkit ppo`: PPO against a reward model with a per-token KL penalty to the frozen initial policy."""
+class OnlineConfig:
+    """What every online trainer (PPO, GRPO, RLOO, REINFORCE++) shares; `trainers/online.py` reads these."""
 
     policy: str = _f("smollm2-135m-instruct", "policy to train (alias or HF folder); also the frozen reference")
     reward_model: str | None = _f(None, "rlhfkit RM folder or any HF sequence-classification folder")
@@ -172,27 +172,11 @@ class PPOConfig:
     output: str | None = _f(None, "output folder", required=True)
     prompt_field: str = _f("prompt", "column holding the prompt (text or chat messages)")
     use_chat_template: bool = _f(True, "apply the tokenizer's chat template to prompts when it has one")
-    value_model: str | None = _f(
-        None, "separate critic (HF folder sharing the policy's tokenizer; scalar head added if missing). "
-        "Default: a value head on the policy trunk (one forward pass for both: the CPU-friendly choice)")
-    steps: int = _f(30, "PPO steps (one rollout batch each)", ge=1)
+    steps: int = _f(30, "training steps (one rollout batch each)", ge=1)
     batch_size: int = _f(8, "prompts per rollout batch (per process)", ge=1)
-    ppo_epochs: int = _f(2, "passes over each rollout batch", ge=1)
-    num_minibatches: int = _f(2, "shuffled minibatches per pass", ge=1)
-    kl_coef: float = _f(0.1, "β in r_t = -β·kl_t (initial β when --target-kl is set); the seed's 0.1", ge=0)
-    kl_estimator: Literal["k1", "k2", "k3"] = _f("k1", "per-token KL estimator in the reward (ALGORITHMS.md)")
+    kl_coef: float = _f(0.1, "β, the KL strength (initial β when --target-kl is set)", ge=0)
     target_kl: float | None = _f(None, "adaptive β (Ziegler et al. 2019): target KL per sequence", gt=0)
     kl_horizon: int = _f(10000, "adaptive-β horizon in samples", ge=1)
-    gamma: float = _f(1.0, "GAE discount γ", ge=0, le=1)
-    lam: float = _f(0.95, "GAE λ", ge=0, le=1)
-    clip_range: float = _f(0.2, "policy ratio clip ε", gt=0)
-    clip_range_value: float = _f(0.2, "value clip ε_v", gt=0)
-    vf_coef: float = _f(0.1, "value-loss coefficient c_v (shared trunk: small, so it does not swamp the policy)",
-                        ge=0)
-    entropy_coef: float = _f(0.0, "entropy bonus c_e")
-    whiten_rewards: bool = _f(False, "whiten per-token rewards before GAE")
-    normalize_scores: bool = _f(True, "normalise RM scores by running mean/std (stable reward scale)")
-    score_clip: float | None = _f(None, "clip (normalised) scores to [-x, x]", gt=0)
     missing_eos_penalty: float = _f(
         0.0, "subtracted from the score of responses that hit max_new_tokens without EOS (0 = off: SmolLM2 "
         "rarely ends within 48 tokens, so a penalty would swamp the RM signal; the EOS rate is logged)")
@@ -209,19 +193,122 @@ class PPOConfig:
     optim: OptimConfig = _group(OptimConfig, "optimiser", lr=1e-4, warmup_ratio=0.0, scheduler="constant")
     lora: LoraConfig = _group(LoraConfig, "LoRA (the CPU default)", use_lora=True)
 
+    group_size = 1  # completions per prompt (the critic-free configs make it a field)
+
     @property
     def minibatch_size(self) -> int:
-        return self.batch_size // self.num_minibatches
+        """Rollouts per optimiser step: the batch's batch_size · group_size rollouts in num_minibatches."""
+        return self.batch_size * self.group_size // self.num_minibatches
 
     def __post_init__(self):
-        if self.batch_size % self.num_minibatches:
-            raise ConfigError(
-                f"config key 'num_minibatches': {self.num_minibatches} does not divide batch_size {self.batch_size}"
-            )
+        rollouts = self.batch_size * self.group_size
+        if rollouts % self.num_minibatches:
+            raise ConfigError(f"config key 'num_minibatches': {self.num_minibatches} does not divide the "
+                              f"{rollouts} rollouts of a batch (batch_size · group_size)")
         if self.optim.grad_accum_steps > self.minibatch_size:
             raise ConfigError(f"config key 'optim.grad_accum_steps': {self.optim.grad_accum_steps} micro-batches "
-                              f"cannot split a minibatch of {self.minibatch_size} (batch_size / num_minibatches)")
+                              f"cannot split a minibatch of {self.minibatch_size} rollouts")
         check_on_policy(self.generation, self.lora)
+
+
+@dataclass
+class PPOConfig(OnlineConfig):
+    """`rlhfkit ppo`: PPO against a reward model with a per-token KL penalty to the frozen initial policy."""
+
+    value_model: str | None = _f(
+        None, "separate critic (HF folder sharing the policy's tokenizer; scalar head added if missing). "
+        "Default: a value head on the policy trunk (one forward pass for both: the CPU-friendly choice)")
+    ppo_epochs: int = _f(2, "passes over each rollout batch", ge=1)
+    num_minibatches: int = _f(2, "shuffled minibatches per pass", ge=1)
+    kl_estimator: Literal["k1", "k2", "k3"] = _f("k1", "per-token KL estimator in the reward (ALGORITHMS.md)")
+    gamma: float = _f(1.0, "GAE discount γ", ge=0, le=1)
+    lam: float = _f(0.95, "GAE λ", ge=0, le=1)
+    clip_range: float = _f(0.2, "policy ratio clip ε", gt=0)
+    clip_range_value: float = _f(0.2, "value clip ε_v", gt=0)
+    vf_coef: float = _f(0.1, "value-loss coefficient c_v (shared trunk: small, so it does not swamp the policy)",
+                        ge=0)
+    entropy_coef: float = _f(0.0, "entropy bonus c_e")
+    whiten_rewards: bool = _f(False, "whiten per-token rewards before GAE")
+    normalize_scores: bool = _f(True, "normalise RM scores by running mean/std (stable reward scale)")
+    score_clip: float | None = _f(None, "clip (normalised) scores to [-x, x]", gt=0)
+
+
+@dataclass
+class CriticFreeConfig(OnlineConfig):
+    """What GRPO, RLOO and REINFORCE++ share: k completions per prompt, no critic (ALGORITHMS.md §8)."""
+
+    group_size: int = _f(4, "k completions sampled per prompt (one batched generate)", ge=1)
+    batch_size: int = _f(4, "prompts per rollout batch (per process); batch_size · group_size rollouts", ge=1)
+    num_iterations: int = _f(1, "passes over each rollout batch (μ in the GRPO paper)", ge=1)
+    num_minibatches: int = _f(1, "shuffled minibatches per pass (each one optimiser step)", ge=1)
+    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_baseline", "reinforce_pp"] = _f(
+        "grpo", "advantage estimator: group-normalised (grpo), group-centred (dr_grpo), leave-one-out (rloo), "
+        "group-centred then batch-whitened (reinforce_baseline), or token-level returns with the k1 KL in the "
+        "reward, batch-whitened (reinforce_pp, REINFORCE++)")
+    scale: Literal["group", "batch", "none"] | None = _f(
+        None, "divide centred rewards by the group's std, the batch's, or not at all (default: the estimator's own)")
+    kl_in: Literal["loss", "reward"] = _f(
+        "loss", "where the KL goes: a per-token loss term β·KL (k2 or k3·ρ), or β·Σ_t k1 subtracted from the "
+        "reward before the baseline")
+    kl_estimator: Literal["k3_ratio", "k2", "k1"] = _f(
+        "k3_ratio", "KL estimator: as a loss k3·ρ (unbiased reverse-KL gradient) or k2; in the reward k1 "
+        "(ALGORITHMS.md §3: k1 is never a loss)")
+    ratio: Literal["token", "sequence"] = _f(
+        "token", "importance ratio per token (GRPO, PPO-style clip) or per sequence exp(Σ_t Δlog π) (TRL's RLOO)")
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = _f(
+        "token_mean", "loss aggregation: token mean (DAPO), mean over sequences of token means (GRPO paper, "
+        "length-biased), token sum / (sequences · max_new_tokens) (Dr. GRPO)")
+    clip_range: float = _f(0.2, "ratio clip ε (ε_low)", gt=0)
+    clip_range_high: float | None = _f(None, "upper clip ε_high (DAPO suggests 0.28); default ε", gt=0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        grouped = self.advantage in ("grpo", "dr_grpo", "rloo", "reinforce_baseline")
+        if grouped and self.group_size < 2:
+            raise ConfigError(f"config key 'group_size': the {self.advantage} baseline needs k >= 2 completions "
+                              f"per prompt, got {self.group_size}")
+        if self.kl_in == "loss" and self.kl_estimator == "k1":
+            raise ConfigError("config key 'kl_estimator': k1 as a loss has zero expected gradient (no KL pull); "
+                              "use k3_ratio or k2 with --kl-in loss, or --kl-in reward")
+        if self.kl_in == "reward" and self.kl_estimator != "k1":
+            raise ConfigError(f"config key 'kl_estimator': {self.kl_estimator} in the reward is not supported; "
+                              "the reward takes k1 (Σ_t log π − log π_ref)")
+        if self.advantage == "reinforce_pp" and self.kl_in != "reward":
+            raise ConfigError("config key 'kl_in': REINFORCE++ puts the k1 KL in the per-token reward; "
+                              "use --kl-in reward")
+        if self.ratio == "sequence" and (self.kl_in == "loss" or self.advantage == "reinforce_pp"):
+            raise ConfigError("config key 'ratio': a sequence ratio needs one advantage per sequence and the KL "
+                              "in the reward (RLOO); use --ratio token")
+
+
+@dataclass
+class GRPOConfig(CriticFreeConfig):
+    """`rlhfkit grpo`: GRPO (group-normalised advantages, clipped ratio, KL as a loss through k3·ρ)."""
+
+    kl_coef: float = _f(0.02, "β of the KL loss term (0 = no KL term; DeepSeekMath used 0.04)", ge=0)
+
+
+@dataclass
+class RLOOConfig(CriticFreeConfig):
+    """`rlhfkit rloo`: RLOO (leave-one-out baseline, k1 KL in the reward, sequence-level ratio)."""
+
+    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_baseline", "reinforce_pp"] = _f(
+        "rloo", "advantage estimator (see `rlhfkit grpo --help`)")
+    kl_in: Literal["loss", "reward"] = _f("reward", "where the KL goes (see `rlhfkit grpo --help`)")
+    kl_estimator: Literal["k3_ratio", "k2", "k1"] = _f("k1", "KL estimator (k1 in the reward)")
+    ratio: Literal["token", "sequence"] = _f("sequence", "importance ratio per sequence (TRL's RLOO) or token")
+    kl_coef: float = _f(0.05, "β in r' = r − β Σ_t k1 (TRL's RLOO default)", ge=0)
+
+
+@dataclass
+class ReinforcePPConfig(CriticFreeConfig):
+    """`rlhfkit reinforce-pp`: REINFORCE++ (k1 KL in the per-token reward, returns whitened over the batch)."""
+
+    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_baseline", "reinforce_pp"] = _f(
+        "reinforce_pp", "advantage estimator (see `rlhfkit grpo --help`)")
+    kl_in: Literal["loss", "reward"] = _f("reward", "where the KL goes (see `rlhfkit grpo --help`)")
+    kl_estimator: Literal["k3_ratio", "k2", "k1"] = _f("k1", "KL estimator (k1 in the reward)")
+    kl_coef: float = _f(0.05, "β in r_t = −β·k1_t", ge=0)
 
 
 def check_on_policy(generation: GenerationConfig, lora: LoraConfig) -> None:
@@ -361,3 +448,35 @@ class EvalConfig:
         if not self.policy:
             raise ConfigError("config key 'policy': eval needs at least one --policy (repeat it to compare)")
         _ = self.named_policies  # checks the names at load time
+
+
+@dataclass
+class BonConfig:
+    """`rlhfkit bon`: best-of-n against the reward model on held-out prompts (sft vs bon<n>, and the curve of
+    gold and proxy reward for n = 1, 2, 4, ..., max_n at the analytic KL log n − (n−1)/n)."""
+
+    policy: str = _f("smollm2-135m-instruct", "the SFT policy to sample from (alias or HF folder); also the "
+                                               "KL reference")
+    reward_model: str | None = _f(None, "the proxy: reward model whose best of n is kept", required=True)
+    prompts: str | None = _f(None, "prompt file (`prompt` field)", required=True)
+    output: str | None = _f(None, "output folder (eval/eval.json, summary.json with the curve, report.html)",
+                            required=True)
+    n: int = _f(16, "n of the best-of-n method compared with sft (`bon<n>` in eval.json)", ge=1)
+    max_n: int | None = _f(None, "largest n of the curve = samples drawn per prompt (default: n)", ge=1)
+    gold: bool = _f(True, "also score with the demo's gold reward (VADER-based simulated annotator)")
+    max_prompts: int = _f(0, "use only the first N prompts (0 = all)", ge=0)
+    batch_size: int = _f(32, "sequences per generate() call (a prompt's samples are consecutive)", ge=1)
+    use_chat_template: bool = _f(True, "apply the tokenizer's chat template to prompts when it has one")
+    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 autocast for sampling (~2.4x faster on CPU)")
+    seed: int = _f(0, "sampling and bootstrap seed")
+    generation: GenerationConfig = _group(GenerationConfig, "sampling")
+
+    @property
+    def num_samples(self) -> int:
+        """N, the responses sampled per prompt: every n <= N is estimated from them."""
+        return self.max_n or self.n
+
+    def __post_init__(self):
+        if self.max_n is not None and self.max_n < self.n:
+            raise ConfigError(f"config key 'max_n': {self.max_n} is below n = {self.n}; "
+                              "the curve must reach n")

@@ -21,6 +21,7 @@ import torch
 from rlhfkit.atomic import write_text
 from rlhfkit.config import DemoConfig, DPOConfig, PPOConfig, RMConfig, save_config, to_dict
 from rlhfkit.data.readers import load_prompts, read_rows
+from rlhfkit.device import autocast, default_device
 from rlhfkit.eval import gold
 from rlhfkit.eval.compare import evaluate_policies, save_evaluation
 from rlhfkit.eval.prompts import shipped_prompts
@@ -52,17 +53,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def collect_preferences(cfg: DemoConfig, train_prompts: list, out: Path) -> dict:
-    """Stage 2: K samples per prompt from the SFT policy, gold-scored, labelled with Bradley–Terry noise."""
+    """Stage 2: K samples per prompt from the SFT policy (on `default_device()`), gold-scored, labelled with
+    Bradley–Terry noise."""
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
-    lm = load_causal_lm(cfg.policy).eval()
+    device = default_device()
+    lm = load_causal_lm(cfg.policy).eval().to(device)
     n = cfg.rm_prompts + cfg.rm_val_prompts
     prompts = train_prompts[:n]
     repeated = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
     responses: list[str] = []
     torch.manual_seed(cfg.seed)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.ppo.dtype == "bf16")
     for i in progress(range(0, len(repeated), cfg.generation_batch_size), desc="sampling for labels"):
-        with autocast:
+        with autocast(device, enabled=cfg.ppo.dtype == "bf16"):
             responses += generate(lm, tokenizer, repeated[i : i + cfg.generation_batch_size], cfg.generation).responses
     k = cfg.samples_per_prompt
     per_prompt = [responses[i * k : (i + 1) * k] for i in range(len(prompts))]

@@ -1,4 +1,4 @@
-"""Pure tensor math for RLHF: masked statistics, KL estimators, GAE, PPO, reward-model and DPO losses."""
+"""Pure tensor math for RLHF: masked statistics, KL estimators, GAE, PPO, RM, DPO and critic-free losses."""
 
 import math
 
@@ -352,43 +352,293 @@ def simpo_loss(
     return losses, chosen_rewards.detach(), rejected_rewards.detach()
 
 
-# === Critic-free baselines (GRPO, RLOO) ===
+# === Critic-free baselines and losses (GRPO, Dr. GRPO, DAPO, RLOO, REINFORCE++; ALGORITHMS.md §8) ===
+# Sequence rewards are laid out [P, k]: P prompts × k completions of each. Per-token tensors are [B, T],
+# B = P·k, the completions of one prompt on consecutive rows.
 
 
-def _grpo_advantages(grouped: Tensor, eps: float) -> Tensor:
-    # torch.std's default is unbiased (divides by G − 1).
-    mean = grouped.mean(dim=1, keepdim=True)  # [B/G, 1]
-    std = grouped.std(dim=1, keepdim=True)  # [B/G, 1]
-    return (grouped - mean) / (std + eps)  # [B/G, G]
+def _centre_on_group_mean(rewards: Tensor) -> Tensor:
+    return rewards - rewards.mean(dim=1, keepdim=True)  # [P, k]  r_i − mean_g r
 
 
-def _rloo_advantages(grouped: Tensor, eps: float) -> Tensor:
-    # Mean of the other G − 1 samples: (Σ_j r_j − r_i) / (G − 1). eps is unused.
-    others_mean = (grouped.sum(dim=1, keepdim=True) - grouped) / (grouped.shape[1] - 1)  # [B/G, G]
-    return grouped - others_mean  # [B/G, G]
+def _centre_leave_one_out(rewards: Tensor) -> Tensor:
+    # r_i − (Σ_j r_j − r_i)/(k − 1); algebraically k/(k − 1) · (r_i − mean_g r).
+    others_mean = (rewards.sum(dim=1, keepdim=True) - rewards) / (rewards.shape[1] - 1)  # [P, k]
+    return rewards - others_mean  # [P, k]
 
 
-_GROUP_BASELINES = {"grpo": _grpo_advantages, "rloo": _rloo_advantages}
+# kind -> (baseline, scale used when scale=None)
+_GROUP_BASELINES = {
+    "grpo": (_centre_on_group_mean, "group"),
+    "dr_grpo": (_centre_on_group_mean, "none"),
+    "rloo": (_centre_leave_one_out, "none"),
+    "reinforce_baseline": (_centre_on_group_mean, "batch"),
+}
+_ADVANTAGE_SCALES = ("group", "batch", "none")
 
 
-def group_advantages(scores: Tensor, group_size: int, kind: str = "grpo", eps: float = 1e-4) -> Tensor:
-    """Sequence-level advantages from the other samples of the same prompt (no critic).
+def group_advantages(
+    rewards: Tensor, kind: str = "grpo", scale: str | None = None, eps: float = 1e-4
+) -> Tensor:
+    """Sequence-level advantages from the other completions of the same prompt (no critic).
 
-    grpo: A_i = (r_i − mean_g r) / (std_g r + eps), std unbiased    (Shao et al. 2024, DeepSeekMath §4.1.2)
-    rloo: A_i = r_i − 1/(G−1) Σ_{j≠i} r_j                          (Ahmadian et al. 2024; Kool et al. 2019)
+    Baselines (c_i = centred reward):
+      grpo, dr_grpo, reinforce_baseline: c_i = r_i − mean_g r     (Shao et al. 2024 §4.1.2; Liu et al. 2025;
+                                                                    OpenRLHF `reinforce_baseline`)
+      rloo:                              c_i = r_i − 1/(k−1) Σ_{j≠i} r_j   (Ahmadian et al. 2024 §3)
+    Scales (A_i = c_i / s, or A_i = c_i for "none"):
+      group: s = std_g(r) + eps, the unbiased std (÷ k−1) of the prompt's raw rewards, as TRL's
+             `scale_rewards="group"` (`rewards.view(-1, k).std(dim=1)`, torch's default is unbiased).
+      batch: s = std(c) + eps, the unbiased std of all P·k centred values: OpenRLHF's advantage whitening
+             (their mean shift is a no-op here: every baseline above gives Σ_i c_i = 0 per group). TRL's
+             `scale_rewards="batch"` divides by the std of the raw rewards instead, which also counts the
+             spread between prompts and so gives smaller advantages. One value per completion, not per token.
+      none:  s = 1 (Dr. GRPO: the std division biases towards prompts that are too easy or too hard).
+    Defaults (scale=None): grpo → group, dr_grpo → none, rloo → none, reinforce_baseline → batch.
+    A group of equal rewards gives c = 0 and so A = 0 under every scale (eps keeps 0/0 away).
 
     Args:
-        scores: [B] sequence rewards, ordered as B/G consecutive groups of G samples per prompt.
-        group_size: G ≥ 2. kind: "grpo" or "rloo". eps: added to the std (grpo only) so a group of equal
-            scores gives A = 0 instead of nan.
+        rewards: [P, k] sequence rewards, row p holding the k ≥ 2 completions of prompt p.
+        kind: "grpo", "dr_grpo", "rloo" or "reinforce_baseline".
+        scale: "group", "batch", "none" or None for the kind's default; dr_grpo only allows "none".
+        eps: added to the std; unused with "none".
     Returns:
-        [B] advantages, in the order of `scores`.
+        [P, k] advantages A_i, one per completion.
     """
     if kind not in _GROUP_BASELINES:
         raise ValueError(f"unknown group advantage kind={kind!r}; choose one of {sorted(_GROUP_BASELINES)}")
-    assert scores.numel() % group_size == 0, f"B={scores.numel()} is not a multiple of G={group_size}"
-    grouped = scores.view(-1, group_size)  # [B/G, G]
-    return _GROUP_BASELINES[kind](grouped, eps).reshape(-1)  # [B]
+    baseline, default_scale = _GROUP_BASELINES[kind]
+    scale = default_scale if scale is None else scale
+    if scale not in _ADVANTAGE_SCALES:
+        raise ValueError(
+            f"unknown advantage scale={scale!r}; choose one of {list(_ADVANTAGE_SCALES)} or None"
+        )
+    if kind == "dr_grpo" and scale != "none":
+        raise ValueError(f"kind='dr_grpo' is never scaled (got scale={scale!r}); use kind='grpo' to scale")
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(
+            f"rewards must be [P, k] with k ≥ 2 completions per prompt, got shape {tuple(rewards.shape)}: "
+            "a group baseline needs at least two samples of the same prompt"
+        )
+    centred = baseline(rewards)  # [P, k]
+    if scale == "group":
+        return centred / (rewards.std(dim=1, keepdim=True) + eps)  # [P, k]
+    if scale == "batch":
+        return centred / (centred.std() + eps)  # [P, k]
+    return centred  # [P, k]
+
+
+def zero_spread_fraction(rewards: Tensor, tol: float = 0.0) -> float:
+    """Share of prompts whose k rewards are all equal: their advantages are 0, so they teach nothing.
+
+    fraction = (1/P) Σ_p [max_i r_{p,i} − min_i r_{p,i} ≤ tol]  (DAPO's dynamic sampling drops these groups).
+
+    Args:
+        rewards: [P, k] sequence rewards. tol: spreads up to tol count as zero (0.0: exactly equal).
+    Returns:
+        float in [0, 1].
+    """
+    spread = rewards.max(dim=1).values - rewards.min(dim=1).values  # [P]
+    return (spread <= tol).float().mean().item()
+
+
+def per_token_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Clipped surrogate per token with asymmetric clipping (DAPO "clip-higher", Yu et al. 2025).
+
+    ℓ_t = max(−A ρ_t, −A clip(ρ_t, 1 − ε_low, 1 + ε_high)),  ρ_t = exp(logπ_t − logπ_old_t).
+    Not reduced: combine with a KL loss term, then `aggregate_loss`.
+
+    Args:
+        logprobs: [B, T] under the current policy. old_logprobs: [B, T] from the rollout.
+        advantages: [B] (one per sequence, broadcast over its tokens) or [B, T].
+        eps_low: ε_low. eps_high: ε_high; None means ε_high = ε_low (symmetric, PPO).
+    Returns:
+        (loss_tok [B, T], clipped [B, T] bool, True where the clipped term is strictly larger: clipfrac's
+        numerator). Padding is not masked here.
+    """
+    eps_high = eps_low if eps_high is None else eps_high
+    if advantages.dim() == 1:
+        advantages = advantages[:, None]  # [B, 1]
+    ratio = torch.exp(logprobs - old_logprobs)  # [B, T]
+    unclipped = -advantages * ratio  # [B, T]
+    clipped = -advantages * ratio.clamp(1 - eps_low, 1 + eps_high)  # [B, T]
+    return torch.maximum(unclipped, clipped), (clipped > unclipped).detach()
+
+
+def _agg_token_mean(loss_tok: Tensor, mask: Tensor, max_len: int | None) -> Tensor:
+    return masked_mean(loss_tok, mask)  # []
+
+
+def _agg_seq_mean_token_mean(loss_tok: Tensor, mask: Tensor, max_len: int | None) -> Tensor:
+    # A row without tokens has Σ_t ℓ·m = 0; dividing by max(|o_i|, 1) keeps it at 0 (not 0/0 = nan, whose
+    # gradient would poison the batch) while it still counts in the mean over B, as TRL's loss_type="grpo".
+    per_row = (loss_tok * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # [B]
+    return per_row.mean()  # []
+
+
+def _agg_seq_mean_token_sum_norm(loss_tok: Tensor, mask: Tensor, max_len: int | None) -> Tensor:
+    if max_len is None:
+        raise ValueError("loss_agg='seq_mean_token_sum_norm' needs max_len (the generation budget L_max)")
+    return (loss_tok * mask).sum() / (loss_tok.shape[0] * max_len)  # []
+
+
+_LOSS_AGGREGATIONS = {
+    "token_mean": _agg_token_mean,
+    "seq_mean_token_mean": _agg_seq_mean_token_mean,
+    "seq_mean_token_sum_norm": _agg_seq_mean_token_sum_norm,
+}
+
+
+def aggregate_loss(
+    loss_tok: Tensor, mask: Tensor, loss_agg: str = "token_mean", max_len: int | None = None
+) -> Tensor:
+    """Reduce a per-token loss to a scalar; the choice sets each token's weight (ALGORITHMS.md §8).
+
+    token_mean (DAPO, Yu et al. 2025; TRL loss_type="dapo"/"bnpo"):  Σ_{i,t} ℓ m / Σ_{i,t} m.
+        Every token weighs the same, so long sequences weigh more in total, but a token's weight does not
+        depend on its own sequence's length. The normaliser changes with the batch's token count.
+    seq_mean_token_mean (GRPO, Shao et al. 2024 eq. 3; TRL loss_type="grpo"):  (1/B) Σ_i (Σ_t ℓ m / |o_i|).
+        Length bias: a token of sequence i weighs 1/|o_i|, so with A > 0 short answers are pushed up harder
+        and with A < 0 long answers are pushed down less: favours short correct and long wrong answers.
+        A row with no tokens contributes 0 and still counts in B.
+    seq_mean_token_sum_norm (Dr. GRPO, Liu et al. 2025; TRL loss_type="dr_grpo"):  Σ_{i,t} ℓ m / (B·L_max).
+        A constant normaliser: no length bias, and the gradient scale does not move with the batch's token
+        count (it is token_mean × Σm / (B·L_max), so it shrinks when responses are short).
+
+    Args:
+        loss_tok: [B, T] per-token loss ℓ. mask: [B, T] 1.0 on tokens that count.
+        loss_agg: one of the three names above. max_len: L_max, the generation budget (max_new_tokens);
+            required by "seq_mean_token_sum_norm", ignored otherwise.
+    Returns:
+        [] loss. token_mean is nan for an all-zero mask (a bug upstream, as `masked_mean`).
+    """
+    if loss_agg not in _LOSS_AGGREGATIONS:
+        raise ValueError(f"unknown loss_agg={loss_agg!r}; choose one of {sorted(_LOSS_AGGREGATIONS)}")
+    return _LOSS_AGGREGATIONS[loss_agg](loss_tok, mask, max_len)
+
+
+def _kl_loss_k2(logprobs: Tensor, ref_logprobs: Tensor, old_logprobs: Tensor, max_log_ratio: float) -> Tensor:
+    return 0.5 * (logprobs - ref_logprobs) ** 2  # [B, T]  gradient d·∇logπ; no exponential, no bound needed
+
+
+def _kl_loss_k3(logprobs: Tensor, ref_logprobs: Tensor, old_logprobs: Tensor, max_log_ratio: float) -> Tensor:
+    # u = logπ_ref − logπ is capped at max_log_ratio: e^u would overflow, and clamp gives those tokens
+    # zero gradient instead of a weight (1 − e^u) in the millions.
+    u = (ref_logprobs - logprobs).clamp(max=max_log_ratio)  # [B, T]
+    return torch.expm1(u) - u  # [B, T]
+
+
+def _kl_loss_k3_ratio(
+    logprobs: Tensor, ref_logprobs: Tensor, old_logprobs: Tensor, max_log_ratio: float
+) -> Tensor:
+    # k3·ρ = (e^u − 1 − u)·ρ with u = ref − logπ, ρ = e^{logπ − old}, and e^u·ρ = e^{ref − old}, a constant of θ:
+    # k3·ρ = expm1(ref − old) − (ρ − 1) − ρ·u. Written this way nothing differentiable is exponentiated
+    # beyond ρ, so the gradient ρ·d·∇logπ is exact even where e^u would overflow; max_log_ratio caps only
+    # the constant (a clamp of u in the product form would flip the gradient's sign on those tokens).
+    ratio = torch.exp(logprobs - old_logprobs)  # [B, T]
+    u = ref_logprobs - logprobs  # [B, T]
+    constant = torch.expm1((ref_logprobs - old_logprobs).clamp(max=max_log_ratio))  # [B, T]
+    return constant - torch.expm1(logprobs - old_logprobs) - ratio * u  # [B, T]
+
+
+_KL_LOSSES = {"k2": _kl_loss_k2, "k3": _kl_loss_k3, "k3_ratio": _kl_loss_k3_ratio}
+
+
+def kl_loss_per_token(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    old_logprobs: Tensor,
+    kind: str = "k3_ratio",
+    max_log_ratio: float = 10.0,
+) -> Tensor:
+    """KL(π‖π_ref) as a per-token LOSS term (add β·kl to ℓ_t); gradients from ALGORITHMS.md §3.
+
+    With d = logπ − logπ_ref, u = −d, ρ = exp(logπ − logπ_old) (differentiable):
+      k2       = ½ d²                  ∇ = d·∇logπ: the reverse-KL gradient (OpenRLHF "k2 as loss").
+      k3       = e^u − 1 − u           ∇ = (1 − π_ref/π)·∇logπ: the forward KL's, biased (DeepSeekMath eq. 4).
+      k3_ratio = k3 · ρ                ∇ = ρ·d·∇logπ, = d·∇logπ at ρ = 1 (DeepSeek-V3.2; TRL PR #4638,
+                                       `use_bias_correction_kl`).
+    "k1" (= d) is refused: its expected gradient E_π[∇logπ] is 0, no KL pull, only noise; put k1 in the
+    reward instead (`kl_penalized_scores`).
+    Overflow guard (named, not silent): k3 uses min(u, max_log_ratio), so a token with π_ref/π > e^10 ≈ 22026
+    gets k3 = e^10 − 11 ≈ 22015 and no gradient. k3_ratio caps only its θ-free term e^{ref − old} at
+    e^max_log_ratio: the value is then too low, the gradient stays exact. OpenRLHF clamps at the same ±10
+    without saying so. k2 needs no guard.
+
+    Args:
+        logprobs: [B, T] current policy. ref_logprobs: [B, T] reference. old_logprobs: [B, T] rollout policy
+            (used by k3_ratio only). kind: "k2", "k3" or "k3_ratio". max_log_ratio: the cap above, in nats.
+    Returns:
+        [B, T] per-token KL loss, not masked.
+    """
+    if kind == "k1":
+        raise ValueError(
+            "kind='k1' cannot be a KL loss: E_π[∇ log π] = 0, so it gives no pull towards π_ref, only noise "
+            "(ALGORITHMS.md §3); use k1 in the reward (kl_penalized_scores) or k2 / k3_ratio as a loss"
+        )
+    if kind not in _KL_LOSSES:
+        raise ValueError(f"unknown KL loss kind={kind!r}; choose one of {sorted(_KL_LOSSES)}")
+    return _KL_LOSSES[kind](logprobs, ref_logprobs, old_logprobs, max_log_ratio)  # [B, T]
+
+
+def sequence_policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, eps: float = 0.2
+) -> tuple[Tensor, Tensor]:
+    """Clipped surrogate with one importance ratio per sequence (RLOO as in TRL's RLOOTrainer).
+
+    ρ_i = exp(Σ_t (logπ_t − logπ_old_t)·m_t);  L = (1/B) Σ_i max(−A_i ρ_i, −A_i clip(ρ_i, 1 − ε, 1 + ε)).
+    Ahmadian et al. 2024 treat the whole completion as one action; the clip is TRL's addition for
+    num_iterations > 1 (at ρ = 1 it is REINFORCE with the RLOO baseline).
+
+    Args:
+        logprobs, old_logprobs: [B, T]. advantages: [B] A_i. mask: [B, T]. eps: ε.
+    Returns:
+        (loss [], clipfrac [] detached: share of sequences where the clipped term is strictly larger).
+    """
+    ratio = torch.exp(((logprobs - old_logprobs) * mask).sum(dim=1))  # [B]
+    unclipped = -advantages * ratio  # [B]
+    clipped = -advantages * ratio.clamp(1 - eps, 1 + eps)  # [B]
+    loss = torch.maximum(unclipped, clipped).mean()  # []
+    return loss, (clipped > unclipped).float().mean().detach()
+
+
+def kl_penalized_scores(
+    scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, beta: float
+) -> Tensor:
+    """Sequence score minus the k1 KL of the whole completion: KL in the reward (RLOO, REINFORCE++).
+
+    r'_i = s_i − β Σ_t (logπ_t − logπ_ref_t)·m_t   (Ahmadian et al. 2024 §3; ALGORITHMS.md §3: k1 in the
+    reward gives the full sequence-level KL gradient, Tang & Munos 2025).
+
+    Args:
+        scores: [B] sequence scores s. logprobs: [B, T] rollout log-probs. ref_logprobs: [B, T]. mask: [B, T].
+        beta: β, the KL coefficient.
+    Returns:
+        [B] penalised scores r'. Call on rollout tensors (no grad).
+    """
+    sequence_kl = ((logprobs - ref_logprobs) * mask).sum(dim=1)  # [B]  Σ_t k1_t
+    return scores - beta * sequence_kl  # [B]
+
+
+def bon_kl(n: int) -> float:
+    """Analytic KL(π_bon‖π) of best-of-n sampling: log n − (n − 1)/n (Stiennon et al. 2020; Gao et al. 2022).
+
+    It is 0 at n = 1 and an upper bound on the exact KL (Beirami et al. 2024).
+
+    Args:
+        n: number of samples, n ≥ 1.
+    Returns:
+        KL in nats.
+    """
+    if n < 1:
+        raise ValueError(f"best-of-n needs n ≥ 1, got n={n}")
+    return math.log(n) - (n - 1) / n
 
 
 # === KL coefficient controllers ===

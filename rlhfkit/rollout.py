@@ -153,7 +153,8 @@ def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list
         roll = generate(actor_critic.lm, tokenizer, prompts, gen_cfg, use_chat_template)
     t1 = time.perf_counter()
     with autocast():
-        roll.scores = torch.tensor(reward_model.score([prompt_text(p) for p in prompts], roll.responses))  # [B]
+        scores = reward_model.score([prompt_text(p) for p in prompts], roll.responses)
+        roll.scores = torch.tensor(scores, dtype=torch.float32, device=roll.response_ids.device)  # [B]
     t2 = time.perf_counter()
     with torch.no_grad(), autocast():
         roll.logprobs, roll.values, _ = actor_critic(

@@ -1,10 +1,19 @@
-"""Shared fixtures: tiny random models with a tiny word-level tokenizer, built in the test (no downloads)."""
+"""Shared fixtures: tiny random models with a tiny word-level tokenizer, built in the test (no downloads), and
+the device the tests run on.
+
+RLHFKIT_TEST_DEVICE picks it: `cpu` hides every GPU (CUDA_VISIBLE_DEVICES="", set here before torch looks
+for one), so trainers, `default_device()` and the `device` fixture all use the CPU; `cuda` requires a GPU;
+unset or `auto`: a GPU when there is one (trainers take it from accelerate), else the CPU."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+TEST_DEVICE = os.environ.get("RLHFKIT_TEST_DEVICE", "auto")
+if TEST_DEVICE == "cpu":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 WORDS = (
     "the a is are good bad great terrible happy sad i you we it this that and or not very so "
@@ -86,6 +95,37 @@ def tiny_llama(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def pytest_configure(config):
+    import torch
+
+    if TEST_DEVICE not in ("auto", "cpu", "cuda"):
+        raise pytest.UsageError(f"RLHFKIT_TEST_DEVICE={TEST_DEVICE!r}: expected auto, cpu or cuda")
+    if TEST_DEVICE == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("RLHFKIT_TEST_DEVICE=cuda, but torch sees no GPU (torch.cuda.is_available())")
+
+
+def pytest_report_header(config):
+    from rlhfkit.device import default_device
+
+    return f"rlhfkit test device: {default_device()} (RLHFKIT_TEST_DEVICE={TEST_DEVICE})"
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The device tests put the models they build on: where the trainers put theirs (`default_device()`)."""
+    from rlhfkit.device import default_device
+
+    return default_device()
+
+
+def requires_gpus(n: int):
+    """Skip a test that needs `n` GPUs when fewer exist, saying how many were found."""
+    import torch
+
+    found = torch.cuda.device_count()
+    return pytest.mark.skipif(found < n, reason=f"needs {n} GPUs, found {found}")
 
 
 @pytest.fixture(autouse=True, scope="session")

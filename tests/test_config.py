@@ -75,7 +75,7 @@ def _flat(d, prefix=""):
 
 
 def test_nested_group_checks_run_at_load_naming_the_full_key():
-    with pytest.raises(ConfigError, match=r"config key 'ppo.num_minibatches': 3 does not divide batch_size 8"):
+    with pytest.raises(ConfigError, match=r"config key 'ppo.num_minibatches': 3 does not divide the 8 rollouts"):
         build(DemoConfig, {"ppo.num_minibatches": 3})
     with pytest.raises(ConfigError, match=r"config key 'dpo.label_smoothing': 0.2 only applies to --loss sigmoid"):
         build(DemoConfig, {"dpo.loss": "ipo", "dpo.label_smoothing": 0.2})
@@ -108,7 +108,7 @@ def test_quick_is_a_preset_under_yaml_and_flags(tmp_path):
     assert (cfg.rm_epochs, cfg.eval_prompts, cfg.rm_prompts) == (3, 9, QUICK_PRESET["rm_prompts"])
     assert build(DemoConfig, {"quick": False}).ppo.steps == 50
     # checked once, after the preset: --quick makes PPO's batch 4, which 3 minibatches do not divide
-    with pytest.raises(ConfigError, match="'ppo.num_minibatches': 3 does not divide batch_size 4"):
+    with pytest.raises(ConfigError, match="'ppo.num_minibatches': 3 does not divide the 4 rollouts"):
         from_args(DemoConfig, parse(["demo", "--quick", "--ppo.num-minibatches", "3"]))
 
 

@@ -338,39 +338,28 @@ def test_simpo_loss():
 
 
 def test_group_advantages_grpo():
-    scores = tensor([1.0, 2.0, 3.0, 0.0, 4.0, 8.0, 5.0, 5.0, 5.0])  # 3 prompts × G=3, consecutive
+    rewards = tensor([[1.0, 2.0, 3.0], [0.0, 4.0, 8.0], [5.0, 5.0, 5.0]])  # 3 prompts × k=3
     # group [1, 2, 3]: mean 2, unbiased std 1 → (r − 2) / (1 + 1e-4) = [-0.99990, 0, 0.99990]
     # group [0, 4, 8]: mean 4, unbiased std 4 → (r − 4) / (4 + 1e-4) = [-0.99998, 0, 0.99998]
     # group [5, 5, 5]: std 0 → 0 / (0 + 1e-4) = 0 (eps keeps it finite)
     a, b = 1 / 1.0001, 4 / 4.0001
-    expected = [-a, 0.0, a, -b, 0.0, b, 0.0, 0.0, 0.0]
-    assert_close(losses.group_advantages(scores, group_size=3), expected)
-    assert_close(
-        losses.group_advantages(scores, group_size=3, kind="grpo", eps=1.0),
-        [
-            -0.5,
-            0.0,
-            0.5,
-            -0.8,
-            0.0,
-            0.8,
-            0.0,
-            0.0,
-            0.0,  # (r − mean) / (std + 1): ±1/2 and ±4/5
-        ],
-    )
+    expected = [[-a, 0.0, a], [-b, 0.0, b], [0.0, 0.0, 0.0]]
+    assert_close(losses.group_advantages(rewards), expected)
+    # (r − mean) / (std + 1): ±1/2 and ±4/5
+    expected_eps_1 = [[-0.5, 0.0, 0.5], [-0.8, 0.0, 0.8], [0.0, 0.0, 0.0]]
+    assert_close(losses.group_advantages(rewards, kind="grpo", eps=1.0), expected_eps_1)
 
 
 def test_group_advantages_rloo():
-    scores = tensor([1.0, 2.0, 3.0, 0.0, 4.0, 8.0])
+    rewards = tensor([[1.0, 2.0, 3.0], [0.0, 4.0, 8.0]])
     # r_i − mean of the other two: 1 − 2.5, 2 − 2, 3 − 1.5  |  0 − 6, 4 − 4, 8 − 2
-    expected = [-1.5, 0.0, 1.5, -6.0, 0.0, 6.0]
-    assert_close(losses.group_advantages(scores, group_size=3, kind="rloo"), expected)
+    expected = [[-1.5, 0.0, 1.5], [-6.0, 0.0, 6.0]]
+    assert_close(losses.group_advantages(rewards, kind="rloo"), expected)
 
 
 def test_group_advantages_unknown_kind():
-    with pytest.raises(ValueError, match="grpo.*rloo"):
-        losses.group_advantages(tensor([1.0, 2.0]), group_size=2, kind="ppo")
+    with pytest.raises(ValueError, match="dr_grpo.*grpo.*reinforce_baseline.*rloo"):
+        losses.group_advantages(tensor([[1.0, 2.0]]), kind="ppo")
 
 
 # --- KL controllers ------------------------------------------------------------------------------------

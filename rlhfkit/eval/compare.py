@@ -19,6 +19,7 @@ import torch
 
 from rlhfkit.atomic import write_text
 from rlhfkit.data.readers import Prompt, prompt_text
+from rlhfkit.device import autocast, default_device, model_device
 from rlhfkit.eval import stats
 from rlhfkit.models.load import load_causal_lm, load_tokenizer
 from rlhfkit.rollout import generate, policy_logprobs
@@ -34,12 +35,12 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
                   use_chat_template: bool = True, bf16: bool = False) -> list[dict]:
     """One sampled response per prompt with its KL to the reference, Σ_t log π(y_t) − log π_ref(y_t) (k1).
 
-    `bf16`: sample and score under bf16 autocast (~2.4x faster matmuls on CPU).
+    `bf16`: sample and score under bf16 autocast on the policy's device (~2.4x faster matmuls on CPU).
     Returns one dict per prompt: {response, kl, response_len, ended}."""
     torch.manual_seed(seed)  # every policy sees the same sampling noise stream
     rows = []
     for i in progress(range(0, len(prompts), batch_size), desc="eval sampling"):
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.no_grad(), autocast(model_device(lm), enabled=bf16):
             roll = generate(lm, tokenizer, prompts[i : i + batch_size], gen_cfg, use_chat_template)
             if lm is ref_lm:  # the reference itself: KL is 0, no forward passes needed
                 kl = torch.zeros(len(roll.responses))  # [B]
@@ -53,8 +54,12 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
 
 def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, reference: str, gen_cfg,
                       reward_model=None, gold: Callable | None = None, batch_size: int = 32, seed: int = 0,
-                      samples_per_prompt: int = 1, use_chat_template: bool = True, bf16: bool = False) -> dict:
+                      samples_per_prompt: int = 1, use_chat_template: bool = True, bf16: bool = False,
+                      device: torch.device | str | None = None) -> dict:
     """Sample every policy on the same prompts; score with the learned RM and/or a gold function.
+
+    The policies and the reference run on `device` (None: `rlhfkit.device.default_device()`); the reward
+    model stays where it was loaded.
 
     With `samples_per_prompt` > 1 each number is the mean over that prompt's samples (less sampling noise
     per prompt; the bootstrap still resamples prompts) and `response` is the first sample.
@@ -62,13 +67,14 @@ def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, refere
     response_len, eos_rate}}] (eos_rate: the share of the prompt's samples that ended with EOS),
     "sampler": {temperature, top_p, top_k, max_new_tokens}} (the report says when sampling was truncated)."""
     tokenizer = load_tokenizer(reference, padding_side="left")
-    ref_lm = load_causal_lm(reference).eval()
+    device = device or default_device()
+    ref_lm = load_causal_lm(reference).eval().to(device)
     k = samples_per_prompt
     texts = [prompt_text(p) for p in prompts for _ in range(k)]  # [N·k], each prompt's samples together
     rows: list[dict] = [{"prompt": prompt_text(p)} for p in prompts]
     for name, path in policies.items():
         log.info("evaluating %s (%s) on %d prompts", name, path, len(prompts))
-        lm = ref_lm if path == reference else load_causal_lm(path).eval()
+        lm = ref_lm if path == reference else load_causal_lm(path).eval().to(device)
         repeated = [p for p in prompts for _ in range(k)]
         samples = sample_policy(lm, ref_lm, tokenizer, repeated, gen_cfg, batch_size=batch_size, seed=seed,
                                 use_chat_template=use_chat_template, bf16=bf16)

@@ -112,13 +112,16 @@ class ValueHead(nn.Module):
 class ActorCritic(nn.Module):
     """π_θ and V_ψ. Default: a value head on the policy trunk (one forward pass gives both; CPU-friendly,
     the losses share the trunk, so c_v is kept small). With `critic` (a sequence-classification model that
-    shares the policy's tokenizer): a separate trunk and its scalar head (twice the compute, decoupled)."""
+    shares the policy's tokenizer): a separate trunk and its scalar head (twice the compute, decoupled).
+    `with_value=False`: the policy alone (the critic-free trainers); values are then None."""
 
-    def __init__(self, lm: nn.Module, critic: nn.Module | None = None):
+    def __init__(self, lm: nn.Module, critic: nn.Module | None = None, with_value: bool = True):
         super().__init__()
         self.lm = lm
         self.critic = critic
-        if critic is None:
+        if not with_value:
+            self.value_head = None
+        elif critic is None:
             self.value_head = ValueHead(lm.config.hidden_size)
         else:
             self.critic_trunk = getattr(critic, critic.base_model_prefix)
@@ -126,10 +129,12 @@ class ActorCritic(nn.Module):
 
     def forward(self, input_ids, attention_mask, prompt_len: int, response_ids, temperature: float,
                 with_entropy: bool = False, entropy_grad: bool = False):
-        """Returns (logprobs [B, T], values [B, T], entropy [B, T] or None) for the response tokens."""
+        """Returns (logprobs [B, T], values [B, T] or None, entropy [B, T] or None) for the response tokens."""
         trunk, head = trunk_and_head(self.lm)
         hidden = response_hidden(trunk, input_ids, attention_mask, prompt_len)  # [B, T, H]
         logprobs, entropy = token_logprobs(head, hidden, response_ids, temperature, with_entropy, entropy_grad)
+        if self.value_head is None:
+            return logprobs, None, entropy
         if self.critic is not None:
             hidden = response_hidden(self.critic_trunk, input_ids, attention_mask, prompt_len)
         values = self.value_head(hidden).float()  # [B, T] (a classifier head returns [B, T] after squeeze)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit.config import DEFAULT_TEMPLATE
+from rlhfkit.device import default_device, model_device
 from rlhfkit.models.load import load_sequence_classifier, load_tokenizer, resolve_model_path
 
 META_FILE = "rlhfkit_rm.json"
@@ -37,12 +38,13 @@ class RewardModel:
     max_length: int = 512
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "RewardModel":
-        """Load an rlhfkit RM folder (template from its metadata) or any HF sequence-classification folder."""
+    def from_pretrained(cls, path: str | Path, device: torch.device | str | None = None) -> "RewardModel":
+        """Load an rlhfkit RM folder (template from its metadata) or any HF sequence-classification folder
+        onto `device` (None: `rlhfkit.device.default_device()`, this process's GPU, else the CPU)."""
         folder = model_folder(path)
         meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).is_file() else {}
         tokenizer = load_tokenizer(folder, padding_side="right")
-        model = load_sequence_classifier(folder, tokenizer=tokenizer).eval()
+        model = load_sequence_classifier(folder, tokenizer=tokenizer).eval().to(device or default_device())
         return cls(model, tokenizer, meta.get("template", DEFAULT_TEMPLATE), meta.get("max_length", 512))
 
     def encode(self, prompts, responses) -> dict[str, torch.Tensor]:
@@ -57,8 +59,8 @@ class RewardModel:
 
     @torch.no_grad()
     def score(self, prompts, responses, batch_size: int = 32) -> list[float]:
-        """r_φ(x, y) for each pair, in batches; returns plain floats."""
-        device = next(self.model.parameters()).device
+        """r_φ(x, y) for each pair, in batches, on the model's device; returns plain floats."""
+        device = model_device(self.model)
         scores: list[float] = []
         for i in range(0, len(prompts), batch_size):
             batch = self.encode(prompts[i : i + batch_size], responses[i : i + batch_size])

@@ -193,7 +193,9 @@ def train_dpo(cfg: DPOConfig) -> dict[str, float]:
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
-    policy = loop.trainable_policy(cfg.policy, cfg).to(accelerator.device)
+    build = partial(loop.trainable_policy, cfg.policy, cfg)
+    with loop.whole_weights(accelerator):  # whole: the reference pass runs before `prepare` shards it
+        policy = build().to(accelerator.device)
     encode = partial(encode_completions, tokenizer, use_chat_template=cfg.use_chat_template,
                      max_length=cfg.max_length)
     t0 = time.perf_counter()
@@ -214,9 +216,8 @@ def train_dpo(cfg: DPOConfig) -> dict[str, float]:
     evaluate_fn = partial(evaluate, cfg, run.model, run.eval_loader, held_out, ref, encode, accelerator)
     final = loop.train_epochs(run, cfg, step, len, evaluate_fn, "dpo")  # the loss is a mean over pairs
     final["time/reference_s"] = reference_s
-    save = partial(loop.save_policy, accelerator.unwrap_model(run.model).lm, tokenizer, out / "policy",
-                   cfg.merge_lora)
-    return loop.finish_epoch_run(run, out, final, save)
+    save = lambda policy: loop.save_policy(policy.lm, tokenizer, out / "policy", cfg.merge_lora)  # noqa: E731
+    return loop.finish_epoch_run(run, out, final, save, build)
 
 
 def check_step0(metrics: dict[str, float], beta: float) -> None:

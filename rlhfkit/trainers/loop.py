@@ -9,6 +9,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +34,12 @@ def seed_everything(seed: int) -> None:
 
 
 def make_accelerator(dtype: str = "fp32"):
-    """accelerate's Accelerator: DDP/FSDP/DeepSpeed under `accelerate launch`, plain CPU otherwise.
+    """accelerate's Accelerator: DDP/FSDP/DeepSpeed under `accelerate launch` (examples/accelerate/), this
+    process's GPU when there is one, the CPU otherwise.
 
     bf16 = autocast with fp32 master weights (this CPU runs bf16 matmuls ~2.4x faster). Gradient accumulation
-    is ours (`accumulate_step`), not accelerate's: it weighs micro-batches by their tokens or pairs."""
+    is ours (`accumulate_step`), not accelerate's: it weighs micro-batches by their tokens or pairs.
+    Raises ConfigError when the launch asked for FSDP or DeepSpeed and accelerate did not turn it on."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -48,8 +51,64 @@ def make_accelerator(dtype: str = "fp32"):
         cpu=not torch.cuda.is_available(),
         step_scheduler_with_optimizer=False,  # the schedule steps once per optimiser step: accumulate_step
     )
+    check_engine(accelerator)
     checkpoint.register_trainable_weights(accelerator)
     return accelerator
+
+
+def check_engine(accelerator) -> None:
+    """accelerate 1.15 turns FSDP on only for GPU-type processes and DeepSpeed only off the CPU; on CPU
+    processes it silently runs such a config as plain data parallelism (measured: `distributed_type: FSDP`
+    with 2 CPU processes gives MULTI_CPU): refuse rather than train without the sharding that was asked."""
+    from accelerate.utils import DistributedType
+
+    for engine, env, active in (("FSDP", "ACCELERATE_USE_FSDP", DistributedType.FSDP),
+                                ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
+        if os.environ.get(env, "false").lower() == "true" and accelerator.distributed_type != active:
+            raise ConfigError(f"accelerate config 'distributed_type: {engine.upper()}': needs GPUs, but this run "
+                              f"is {accelerator.distributed_type.value} on {accelerator.device}, where accelerate "
+                              "runs it without sharding; run it on GPUs, or launch plain data parallelism "
+                              "(accelerate launch --multi_gpu --num_processes N)")
+
+
+def is_sharded(accelerator) -> bool:
+    """FSDP or DeepSpeed: the engine owns the prepared model's weights (split over processes under FSDP and
+    ZeRO-3), so saving them whole needs every process (`whole_model`)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+@contextlib.contextmanager
+def whole_weights(accelerator):
+    """Models loaded inside hold their whole weights on every process. Under DeepSpeed ZeRO-3 with
+    `zero3_init_flag`, transformers would otherwise split them while loading (deepspeed.zero.Init), and a
+    model used before `prepare` (DPO's reference pass) or never prepared (a frozen reward model) would hold
+    empty tensors. `prepare` shards the trained model afterwards."""
+    plugin = accelerator.state.deepspeed_plugin
+    with plugin.zero3_init_context_manager(enable=False) if plugin is not None else contextlib.nullcontext():
+        yield
+
+
+def whole_model(accelerator, model: torch.nn.Module, build) -> torch.nn.Module | None:
+    """The trained weights of the prepared `model` in a module that holds them whole, for saving.
+
+    Plain and DDP runs: the unwrapped model itself. FSDP/DeepSpeed: a collective that every process calls;
+    the engine gathers the weights (`accelerator.get_state_dict`; ZeRO-3 gathers 16-bit weights and needs
+    `zero3_save_16bit_model: true`) and the main process gets `build()`, a fresh model of the same
+    architecture on the CPU, with them loaded; the other processes get None."""
+    if not is_sharded(accelerator):
+        return accelerator.unwrap_model(model)
+    state = accelerator.get_state_dict(model)  # every process takes part; the main process gets the tensors
+    if not accelerator.is_main_process:
+        return None
+    with whole_weights(accelerator):
+        whole = build()
+    missing, unexpected = whole.load_state_dict(state, strict=False)
+    # a tied weight (LM head = embeddings) may be gathered under one of its names only
+    tied = {n for n, _ in whole.named_parameters(remove_duplicate=False)} - {n for n, _ in whole.named_parameters()}
+    assert not unexpected and set(missing) <= tied, (missing[:3], unexpected[:3])
+    return whole
 
 
 def make_optimizer(model: torch.nn.Module, optim_cfg, total_steps: int):
@@ -300,12 +359,15 @@ def train_epochs(run: EpochRun, cfg, train_step, count, evaluate, group: str) ->
     return final
 
 
-def finish_epoch_run(run: EpochRun, out: Path, final: dict, save_model) -> dict:
-    """After training: close the tracker; on the main process `save_model()` and write summary.json."""
+def finish_epoch_run(run: EpochRun, out: Path, final: dict, save_model, build) -> dict:
+    """After training: close the tracker; gather the trained model (`whole_model`, on every process; `build()`
+    makes an untrained one of the same architecture); on the main process `save_model(model)` and write
+    summary.json."""
     run.accelerator.wait_for_everyone()
     run.tracker.close()
+    model = whole_model(run.accelerator, run.model, build)
     if run.accelerator.is_main_process:
-        save_model()
+        save_model(model)
         write_text(out / "summary.json", json.dumps(final, indent=2))
     return final
 
@@ -317,5 +379,6 @@ def mean_metrics(accelerator, rows: list[dict[str, float]]) -> dict[str, float]:
     for k in keys:
         finite = [r[k] for r in rows if math.isfinite(r[k])]
         means.append(sum(finite) / len(finite) if finite else float("nan"))
-    reduced = accelerator.reduce(torch.tensor(means, dtype=torch.float64), "mean")  # [K]
+    # on the accelerator's device: NCCL reduces GPU tensors only
+    reduced = accelerator.reduce(torch.tensor(means, dtype=torch.float64, device=accelerator.device), "mean")  # [K]
     return dict(zip(keys, reduced.tolist()))

@@ -87,19 +87,25 @@ def train_reward_model(cfg: RMConfig) -> dict[str, float]:
         save_config(cfg, out / "config.yaml")
 
     tokenizer = load_tokenizer(cfg.base, padding_side="right")
-    model = load_sequence_classifier(cfg.base, tokenizer=tokenizer)
-    if cfg.lora.use_lora:
-        model = apply_lora(model, cfg.lora, "SEQ_CLS")
+    build = partial(reward_model, cfg, tokenizer)
+    with loop.whole_weights(accelerator):
+        model = build()
     run = loop.prepare_epoch_run(cfg, accelerator, model, train, held_out)
     rm = RewardModel(run.model, tokenizer, cfg.template, cfg.max_length)
     step = partial(rm_step, cfg, rm, device=accelerator.device)
     final = loop.train_epochs(run, cfg, step, len, partial(evaluate, rm, run.eval_loader, accelerator), "rm")
-    return loop.finish_epoch_run(run, out, final, partial(save_reward_model, accelerator, rm, out))
+    return loop.finish_epoch_run(run, out, final, partial(save_reward_model, rm, out), build)
 
 
-def save_reward_model(accelerator, rm: RewardModel, out: Path) -> None:
-    """Write `out/model` atomically (LoRA merged, so it loads as a plain HF sequence classifier)."""
-    model = accelerator.unwrap_model(rm.model)
+def reward_model(cfg: RMConfig, tokenizer) -> torch.nn.Module:
+    """The untrained r_φ: cfg.base with a fresh scalar head (+ LoRA adapters with cfg.lora.use_lora)."""
+    model = load_sequence_classifier(cfg.base, tokenizer=tokenizer)
+    return apply_lora(model, cfg.lora, "SEQ_CLS") if cfg.lora.use_lora else model
+
+
+def save_reward_model(rm: RewardModel, out: Path, model: torch.nn.Module) -> None:
+    """Write the trained `model` (unwrapped, whole) as `out/model` atomically with `rm`'s tokenizer and
+    template (LoRA merged, so it loads as a plain HF sequence classifier)."""
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
     with versioned_dir(out / "model") as folder:

@@ -95,7 +95,10 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
     train, held_out = load_examples(cfg, tokenizer)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
-    run = loop.prepare_epoch_run(cfg, accelerator, loop.trainable_policy(cfg.model, cfg), train, held_out)
+    build = partial(loop.trainable_policy, cfg.model, cfg)
+    with loop.whole_weights(accelerator):
+        policy = build()
+    run = loop.prepare_epoch_run(cfg, accelerator, policy, train, held_out)
     pad = tokenizer.pad_token_id
 
     def step(examples: list) -> tuple[torch.Tensor, dict[str, float]]:
@@ -103,6 +106,5 @@ def train_sft(cfg: SFTConfig) -> dict[str, float]:
 
     evaluate_fn = partial(evaluate, run.model, run.eval_loader, accelerator, pad)
     final = loop.train_epochs(run, cfg, step, counted_tokens, evaluate_fn, "sft")
-    save = partial(loop.save_policy, accelerator.unwrap_model(run.model).lm, tokenizer, out / "policy",
-                   cfg.merge_lora)
-    return loop.finish_epoch_run(run, out, final, save)
+    save = lambda policy: loop.save_policy(policy.lm, tokenizer, out / "policy", cfg.merge_lora)  # noqa: E731
+    return loop.finish_epoch_run(run, out, final, save, build)

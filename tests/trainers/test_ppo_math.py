@@ -9,7 +9,8 @@ from rlhfkit import losses
 from rlhfkit.config import PPOConfig, build
 from rlhfkit.rollout import Rollout
 from rlhfkit.trainers import ppo
-from rlhfkit.trainers.ppo import PPOState, RunningMoments, ppo_step
+from rlhfkit.trainers.online import OnlineState, RunningMoments
+from rlhfkit.trainers.ppo import ppo_step
 
 GARBAGE = 1e3  # log-probs at masked positions: they must never reach a result
 EOS, PAD = 2, 0
@@ -61,7 +62,7 @@ def test_missing_eos_penalty_hits_only_responses_without_eos(monkeypatch):
     roll = make_rollout([1.0, 2.0, 3.0, 4.0], [[0.0] * 3] * 4)  # KL 0: the reward is the score alone
     minibatches = []
     torch.manual_seed(0)
-    state = PPOState(kl_ctl=losses.FixedKLController(0.1))
+    state = OnlineState(kl_ctl=losses.FixedKLController(0.1))
     metrics = ppo_step(make_cfg(missing_eos_penalty=0.5), state, roll, fake_train(minibatches))
     # row 0 ended (its EOS is in the response); rows 1-3 did not, although their prompts hold an EOS:
     # s − 0.5 · [0, 1, 1, 1] = [1, 1.5, 2.5, 3.5]
@@ -75,7 +76,7 @@ def test_missing_eos_penalty_hits_only_responses_without_eos(monkeypatch):
 def test_no_penalty_when_off(monkeypatch):
     calls = spy_on_kl_shaped_rewards(monkeypatch)
     roll = make_rollout([1.0, 2.0, 3.0, 4.0], [[0.0] * 3] * 4)
-    ppo_step(make_cfg(missing_eos_penalty=0.0), PPOState(kl_ctl=losses.FixedKLController(0.1)), roll,
+    ppo_step(make_cfg(missing_eos_penalty=0.0), OnlineState(kl_ctl=losses.FixedKLController(0.1)), roll,
              fake_train([]))
     assert calls[0]["scores"].tolist() == [1.0, 2.0, 3.0, 4.0]
 
@@ -96,7 +97,7 @@ KL_D = [[0.5, 0.25, 0.0], [1.0, 1.0, -0.5], [0.25, 0.0, 0.0], [0.5, 0.5, 0.9]]
 def test_adaptive_kl_coef_follows_the_batch_kl(monkeypatch, target, expected):
     calls = spy_on_kl_shaped_rewards(monkeypatch)
     roll = make_rollout([0.0] * 4, KL_D)
-    state = PPOState(kl_ctl=losses.AdaptiveKLController(0.1, target=target, horizon=100))
+    state = OnlineState(kl_ctl=losses.AdaptiveKLController(0.1, target=target, horizon=100))
     metrics = ppo_step(make_cfg(target_kl=target, kl_horizon=100), state, roll, fake_train([]))
     assert metrics["rollout/kl"] == pytest.approx(1.1, abs=1e-6)
     # this step's rewards use the β from before the update; n = 4 samples since the last update
@@ -105,7 +106,7 @@ def test_adaptive_kl_coef_follows_the_batch_kl(monkeypatch, target, expected):
 
 
 def test_fixed_kl_coef_stays():
-    state = PPOState(kl_ctl=losses.FixedKLController(0.1))
+    state = OnlineState(kl_ctl=losses.FixedKLController(0.1))
     for _ in range(3):
         ppo_step(make_cfg(), state, make_rollout([0.0] * 4, KL_D), fake_train([]))
     assert state.kl_ctl.value == 0.1
@@ -127,7 +128,7 @@ def test_running_moments_equal_the_statistics_of_everything_seen():
 
 def test_ppo_step_normalises_scores_with_the_running_statistics(monkeypatch):
     calls = spy_on_kl_shaped_rewards(monkeypatch)
-    state = PPOState(kl_ctl=losses.FixedKLController(0.1))
+    state = OnlineState(kl_ctl=losses.FixedKLController(0.1))
     cfg = make_cfg(normalize_scores=True, missing_eos_penalty=1.0)
     raw = [[1.0, 2.0, 3.0, 4.0], [0.0, 4.0, 8.0, 2.0]]
     for scores in raw:

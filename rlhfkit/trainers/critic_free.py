@@ -1,0 +1,112 @@
+"""Critic-free online RL: GRPO, Dr. GRPO, RLOO, REINFORCE++ (ALGORITHMS.md §8). Per step:
+
+    1. B prompts × k completions in one batched generate (the loop in `trainers/online.py`): s = r(x, y),
+       log π_old and log π_ref (same τ); no critic, no values
+    2. KL in the reward (RLOO, REINFORCE++): s' = s − β Σ_t k1_t; KL as a loss (GRPO): s' = s
+    3. advantages: from the k completions of the same prompt (grpo, dr_grpo, rloo, reinforce_baseline), or
+       REINFORCE++'s token-level returns of r_t = −β k1_t (+ s at the last token), whitened over the batch
+    4. num_iterations × num_minibatches: clipped ratio (per token, ε_low / ε_high, or per sequence),
+       + β·KL per token when the KL is a loss (k3·ρ or k2, never k1), aggregated by loss_agg; AdamW
+    5. β (adaptive optional), metrics: the share of groups whose k rewards are all equal (no signal)
+The groups never straddle processes (each process samples whole groups); statistics over the batch
+(reinforce_pp whitening, the "batch" scale) use the batches of every process.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhfkit import losses
+from rlhfkit.config import CriticFreeConfig
+from rlhfkit.rollout import Rollout
+from rlhfkit.trainers import loop, online
+from rlhfkit.trainers.online import OnlineState
+
+
+def advantages_for(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, accelerator=None) -> torch.Tensor:
+    """Steps 2–3: the advantages of the batch, [B] (one per sequence) or [B, T] (reinforce_pp)."""
+    scores = roll.scores - cfg.missing_eos_penalty * (~roll.ended).float()  # [B]
+    beta = state.kl_ctl.value
+    if cfg.advantage == "reinforce_pp":
+        rewards, _ = losses.kl_shaped_rewards(scores, roll.logprobs, roll.ref_logprobs, roll.mask, beta, "k1")
+        returns, _ = losses.gae(rewards, torch.zeros_like(rewards), roll.mask, 1.0, 1.0)  # Σ_{u≥t} r_u [B, T]
+        return online.whiten_over_processes(returns, roll.mask, accelerator)  # [B, T]
+    if cfg.kl_in == "reward":
+        scores = losses.kl_penalized_scores(scores, roll.logprobs, roll.ref_logprobs, roll.mask, beta)  # [B]
+    grouped = scores.view(-1, cfg.group_size)  # [P, k]
+    several = accelerator is not None and accelerator.num_processes > 1
+    if not several:
+        return losses.group_advantages(grouped, cfg.advantage, cfg.scale).reshape(-1)  # [B]
+    # the batch scale needs every process's groups: compute on all of them, keep this process's rows
+    everyone = accelerator.gather(grouped)  # [W·P, k]
+    rows = slice(accelerator.process_index * len(grouped), (accelerator.process_index + 1) * len(grouped))
+    return losses.group_advantages(everyone, cfg.advantage, cfg.scale)[rows].reshape(-1)  # [B]
+
+
+def critic_free_step(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, train,
+                     accelerator=None) -> dict[str, float]:
+    """Steps 2–5 on one rollout of B = P·k sequences; `train(minibatch, advantages)` does one optimiser step."""
+    beta = state.kl_ctl.value
+    advantages = advantages_for(cfg, state, roll, accelerator)  # [B] or [B, T]
+    stats = [train(roll.select(idx), advantages[idx], beta)
+             for idx in online.minibatches(len(roll.prompts), cfg.minibatch_size, cfg.num_iterations)]
+    kl_k1 = online.update_kl_controller(state, roll, accelerator)  # [B]
+    return {
+        **online.rollout_metrics(roll, kl_k1),
+        "rollout/zero_spread_groups": losses.zero_spread_fraction(roll.scores.view(-1, cfg.group_size)),
+        "rl/kl_coef": beta,
+        **online.mean_over_updates(stats),
+    }
+
+
+def make_train_fn(cfg: CriticFreeConfig, learner: loop.Learner, state: OnlineState):
+    """One optimiser step on a minibatch (in cfg.optim.grad_accum_steps micro-batches, weighted by what the
+    aggregation averages over: tokens for token_mean, sequences otherwise; loop.accumulate_step)."""
+    model = learner.model
+    per_token = cfg.loss_agg == "token_mean"
+
+    def micro_loss(micro) -> tuple[torch.Tensor, dict[str, float]]:
+        mb, advantages, beta = micro
+        logprobs, _, entropy = model(mb.input_ids, mb.attention_mask, mb.query_ids.shape[1], mb.response_ids,
+                                     cfg.generation.temperature, with_entropy=True)
+        row = {}
+        if cfg.ratio == "sequence":
+            loss, clipfrac = losses.sequence_policy_loss(logprobs, mb.logprobs, advantages, mb.mask, cfg.clip_range)
+            row["rl/policy_loss"] = loss.item()
+        else:
+            loss_tok, clipped = losses.per_token_policy_loss(logprobs, mb.logprobs, advantages, cfg.clip_range,
+                                                             cfg.clip_range_high)
+            clipfrac = losses.masked_mean(clipped.float(), mb.mask)
+            row["rl/policy_loss"] = losses.aggregate_loss(loss_tok.detach(), mb.mask, cfg.loss_agg,
+                                                          cfg.generation.max_new_tokens).item()
+            if cfg.kl_in == "loss" and beta > 0:
+                kl_tok = losses.kl_loss_per_token(logprobs, mb.ref_logprobs, mb.logprobs, cfg.kl_estimator)
+                row["rl/kl_loss"] = losses.masked_mean(kl_tok.detach(), mb.mask).item()
+                loss_tok = loss_tok + beta * kl_tok
+            loss = losses.aggregate_loss(loss_tok, mb.mask, cfg.loss_agg, cfg.generation.max_new_tokens)
+        with torch.no_grad():
+            ratio = losses.masked_mean(torch.exp(logprobs - mb.logprobs), mb.mask).item()
+        return loss, {**row, "rl/clipfrac": clipfrac.item(), "rl/ratio": ratio,
+                      "rl/entropy": losses.masked_mean(entropy, mb.mask).item(),
+                      "rl/approx_kl": losses.approx_kl(logprobs.detach(), mb.logprobs, mb.mask).item()}
+
+    def count(micro) -> float:
+        return micro[0].mask.sum().item() if per_token else float(len(micro[0].prompts))
+
+    def train(mb: Rollout, advantages: torch.Tensor, beta: float) -> dict[str, float]:
+        parts = torch.arange(len(mb.prompts)).tensor_split(cfg.optim.grad_accum_steps)
+        micro = [(mb.select(idx), advantages[idx], beta) for idx in parts]
+        metrics = online.accumulate(learner, state, micro, micro_loss, count)
+        grad_norm, lr = metrics.pop("grad_norm"), metrics.pop("lr")
+        return {**metrics, "rl/grad_norm": grad_norm, "rl/lr": lr}
+
+    return train
+
+
+def train_critic_free(cfg: CriticFreeConfig, reward_model=None, monitors: dict | None = None,
+                      prompts: list | None = None) -> dict[str, float]:
+    """GRPO / RLOO / REINFORCE++ for cfg.steps (`online.train_online` documents arguments and outputs)."""
+    name = {"rloo": "rloo", "reinforce_pp": "reinforce_pp"}.get(cfg.advantage, "grpo")
+    algo = online.Algorithm(name, step=critic_free_step, make_train_fn=make_train_fn,
+                            updates=lambda c: c.num_iterations * c.num_minibatches, with_value=False)
+    return online.train_online(cfg, algo, reward_model, monitors, prompts)

@@ -1,0 +1,304 @@
+"""The loop every online trainer shares (PPO, GRPO, RLOO, REINFORCE++). Per step:
+
+    1. the step's prompts (a seeded shuffle per epoch), each repeated group_size times
+    2. rollout: sample y ~ softmax(logits / τ); s = r(x, y); log π_old, log π_ref (same τ), V_old if a critic
+    3. the algorithm's step on that batch (its optimiser steps), returning metrics
+    4. monitors, metrics.jsonl / TensorBoard, samples, atomic checkpoint; at the end the policy folder
+
+An algorithm is three functions: `step(cfg, state, roll, train, accelerator) -> metrics`,
+`make_train_fn(cfg, learner, state) -> train` and `updates(cfg) -> optimiser steps per rollout batch`; whether
+it has a critic is `with_value`. Checkpoint, resume, reward, reference and sampling are the same for all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from rlhfkit import losses
+from rlhfkit.atomic import write_text
+from rlhfkit.config import OnlineConfig, save_config
+from rlhfkit.data.readers import load_prompts, prompt_text
+from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.models.load import (
+    apply_lora,
+    enable_gradient_checkpointing,
+    load_causal_lm,
+    load_sequence_classifier,
+    load_tokenizer,
+)
+from rlhfkit.models.policy import ActorCritic
+from rlhfkit.models.reward import RewardModel
+from rlhfkit.rollout import Rollout, collect_rollout
+from rlhfkit.tracking import Tracker, progress
+from rlhfkit.trainers import checkpoint, loop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningMoments:
+    """Running mean/std of RM scores (Chan et al. parallel update), for a stable reward scale."""
+
+    mean: float = 0.0
+    var: float = 1.0  # before the first update: normalize is the identity
+    count: float = 0.0  # the first update then takes the batch's own moments (no prior weighs in)
+
+    def update(self, x: torch.Tensor, accelerator=None) -> None:
+        """Fold in a batch of scores x [B]; with `accelerator`, the batches of every process (gathered), so
+        all processes keep the same statistics."""
+        if accelerator is not None:
+            x = accelerator.gather(x)  # [W·B]
+        n, m, v = x.numel(), x.mean().item(), x.var(unbiased=False).item()
+        delta, total = m - self.mean, self.count + n
+        self.var = (self.var * self.count + v * n + delta**2 * self.count * n / total) / total
+        self.mean, self.count = self.mean + delta * n / total, total
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / math.sqrt(self.var + 1e-8)
+
+
+@dataclass
+class OnlineState:
+    """Everything a checkpoint holds besides weights, optimiser and schedule."""
+
+    step: int = 0
+    kl_ctl: object = None
+    score_moments: RunningMoments = field(default_factory=RunningMoments)
+    skipped_steps: int = 0  # optimiser steps skipped for a non-finite loss or gradient
+
+    def trainer_state(self) -> dict:
+        """What trainer_state.json holds (plain numbers)."""
+        return {"step": self.step, "kl_ctl": self.kl_ctl.state_dict(),
+                "score_moments": vars(self.score_moments), "skipped_steps": self.skipped_steps}
+
+    def load_trainer_state(self, state: dict) -> None:
+        self.step, self.skipped_steps = state["step"], state["skipped_steps"]
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.score_moments = RunningMoments(**state["score_moments"])
+
+
+@dataclass
+class Algorithm:
+    """What differs between the online trainers (see the module docstring)."""
+
+    name: str  # metrics prefix and progress-bar label
+    step: Callable
+    make_train_fn: Callable
+    updates: Callable  # cfg -> optimiser steps per rollout batch
+    with_value: bool = False
+    build_models: Callable | None = None  # default: `build_models` below
+
+
+def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
+    """(actor_critic, ref_lm or None, tokenizer, reward_model). With LoRA the reference is the same weights
+    with the adapters disabled; without, a frozen copy of the initial weights."""
+    tokenizer = load_tokenizer(cfg.policy, padding_side="left")
+    lm = load_causal_lm(cfg.policy)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(lm)
+    ref_lm = None
+    if cfg.lora.use_lora:
+        lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
+    else:
+        # the reference keeps the policy's fp32 weights: under the same autocast it then computes exactly what
+        # the policy computes at step 0 (KL = 0). A bf16 copy rounded weights and residual stream (issue 10
+        # measured a step-1 KL of 0.04 nats at 128 tokens on a 135M-shaped model)
+        ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
+    critic = None
+    if with_value and getattr(cfg, "value_model", None):
+        critic_tok = load_tokenizer(cfg.value_model)
+        if critic_tok.get_vocab() != tokenizer.get_vocab():
+            raise ConfigError(f"config key 'value_model': {cfg.value_model} must share the policy's tokenizer")
+        critic = load_sequence_classifier(cfg.value_model, tokenizer=tokenizer)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(critic)
+    if reward_model is None:
+        reward_model = RewardModel.from_pretrained(cfg.reward_model)
+        # the RM runs under bf16 autocast anyway: store it in bf16 (half its memory; no ratio or KL reads it)
+        reward_model.model.requires_grad_(False).to(torch.bfloat16 if cfg.dtype == "bf16" else torch.float32)
+    # train mode for every training forward, so --gradient-checkpointing recomputes (HF checkpoints only in
+    # train mode); dropout is p = 0 (`load_causal_lm`), so train mode computes what eval mode does
+    return ActorCritic(lm, critic, with_value).train(), ref_lm, tokenizer, reward_model
+
+
+def prompt_batch(prompts: list, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> list:
+    """The prompts of `step` on process `rank`: a seeded shuffle per epoch, so the position is just `step`."""
+    per_epoch = max(len(prompts) // (batch_size * world), 1)
+    order = list(range(len(prompts)))
+    random.Random(seed + step // per_epoch).shuffle(order)
+    start = ((step % per_epoch) * world + rank) * batch_size
+    return [prompts[order[(start + i) % len(prompts)]] for i in range(batch_size)]
+
+
+def whiten_over_processes(x: torch.Tensor, mask: torch.Tensor, accelerator=None,
+                          shift_mean: bool = True) -> torch.Tensor:
+    """losses.masked_whiten with its moments over the masked tokens of every process's batch (per-process
+    moments would scale each process's advantages differently). Args: x [B, T], mask [B, T]. Returns: [B, T]."""
+    several = accelerator is not None and accelerator.num_processes > 1
+    sum_over = (lambda t: accelerator.reduce(t, "sum")) if several else None
+    return losses.masked_whiten(x, mask, shift_mean, sum_over=sum_over)
+
+
+def minibatches(n: int, minibatch_size: int, epochs: int):
+    """`epochs` passes over rows 0..n-1, each shuffled (torch's seeded RNG) and cut into minibatches."""
+    for _ in range(epochs):
+        yield from torch.randperm(n).split(minibatch_size)
+
+
+def update_kl_controller(state: OnlineState, roll: Rollout, accelerator=None) -> torch.Tensor:
+    """Move β (adaptive controller) by the mean sequence KL Σ_t k1 of every process's batch. Returns the k1
+    sequence KL of this batch [B] (the reported `rollout/kl`)."""
+    kl_k1 = ((roll.logprobs - roll.ref_logprobs) * roll.mask).sum(1)  # [B]
+    kl_all = accelerator.gather(kl_k1) if accelerator is not None else kl_k1  # [W·B]
+    state.kl_ctl.update(kl_all.mean().item(), len(kl_all))
+    return kl_k1
+
+
+def rollout_metrics(roll: Rollout, kl_k1: torch.Tensor) -> dict[str, float]:
+    """What every online trainer reports about its batch (sequence KL as Σ_t k1, plus k3 as a check ≥ 0)."""
+    kl_k3 = (losses.kl_penalty(roll.logprobs, roll.ref_logprobs, "k3") * roll.mask).sum(1)  # [B]
+    return {
+        "rollout/score_mean": roll.scores.mean().item(),
+        "rollout/score_std": roll.scores.std().item() if len(roll.scores) > 1 else 0.0,
+        "rollout/kl": kl_k1.mean().item(),
+        "rollout/kl_k3": kl_k3.mean().item(),
+        "rollout/response_len": roll.response_len.mean().item(),
+        "rollout/eos_rate": roll.ended.float().mean().item(),
+    }
+
+
+def mean_over_updates(stats: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each metric over a step's optimiser updates, plus the first update's ratio (1 at every
+    step's first minibatch: the sanity check that sampling and training compute the same log-probs)."""
+    out = {key: sum(s[key] for s in stats) / len(stats) for key in stats[0]}
+    ratio_key = next((k for k in stats[0] if k.endswith("/ratio")), None)
+    if ratio_key:
+        out[ratio_key.replace("/ratio", "/first_ratio")] = stats[0][ratio_key]
+    return out
+
+
+def accumulate(learner: loop.Learner, state: OnlineState, micro: list, micro_loss, count) -> dict[str, float]:
+    """One optimiser step over `micro` batches (loop.accumulate_step: weighted by `count`), with the skipped
+    step counted; returns the count-weighted metrics (the whole minibatch's values for the linear ones)."""
+    result = loop.accumulate_step(learner, micro, micro_loss, count)
+    if result.skipped:
+        if not state.skipped_steps:
+            log.warning("non-finite loss or gradient: optimiser step skipped (in skipped_steps)")
+        state.skipped_steps += 1
+    metrics = result.rows[0]
+    if len(micro) > 1:
+        weights = [count(m) for m in micro]
+        metrics = {k: sum(w * row[k] for w, row in zip(weights, result.rows)) / sum(weights) for k in metrics}
+    return {**metrics, "grad_norm": result.grad_norm, "lr": result.lr}
+
+
+def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors: dict | None = None,
+                 prompts: list | None = None) -> dict[str, float]:
+    """Run `algo` for cfg.steps; writes metrics.jsonl, samples.jsonl, checkpoint/, policy/ under cfg.output.
+
+    `reward_model`: optional object with .score(prompts, responses) -> list[float] used instead of
+    cfg.reward_model (e.g. a programmatic reward). `monitors`: {name: fn(prompts, responses) -> list[float]}
+    logged as `rollout/<name>_mean` each step but never optimised (e.g. the demo's gold reward).
+    `prompts`: the prompts (str or chat messages) to train on, used instead of loading cfg.prompts (the demo
+    passes its train split in memory)."""
+    loop.seed_everything(cfg.seed)
+    out = Path(cfg.output)
+    accelerator = loop.make_accelerator(cfg.dtype)
+    loop.check_accumulation(accelerator, cfg.optim.grad_accum_steps)
+    if prompts is None:
+        if cfg.prompts is None:
+            raise ConfigError("missing required config key 'prompts' (--prompts)")
+        prompts, report = load_prompts(cfg.prompts, cfg.prompt_field)
+        log.info(report.summary())
+    if len(prompts) < cfg.batch_size:
+        raise DataError(cfg.prompts or "prompts", None, None,
+                        f"{len(prompts)} prompts, fewer than --batch-size {cfg.batch_size}")
+    if reward_model is None and cfg.reward_model is None:
+        raise ConfigError("missing required config key 'reward_model' (--reward-model)")
+    if accelerator.is_main_process:
+        save_config(cfg, out / "config.yaml")
+    actor_critic, ref_lm, tokenizer, reward_model = (algo.build_models or build_models)(
+        cfg, reward_model, algo.with_value)
+    optimizer, scheduler = loop.make_optimizer(actor_critic, cfg.optim, cfg.steps * algo.updates(cfg))
+    model, optimizer, scheduler = accelerator.prepare(actor_critic, optimizer, scheduler)
+    # the frozen models are not prepared (no gradients, nothing to shard): they follow the policy's device
+    if ref_lm is not None:
+        ref_lm.to(accelerator.device)
+    if isinstance(reward_model, RewardModel):
+        reward_model.model.to(accelerator.device)
+    kl_ctl = (losses.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl
+              else losses.FixedKLController(cfg.kl_coef))
+    state = OnlineState(kl_ctl=kl_ctl)
+    ckpt = out / "checkpoint"
+    if cfg.resume and ckpt.exists():
+        state.load_trainer_state(checkpoint.load_checkpoint(ckpt, accelerator))
+        log.info("resumed from %s at step %d", ckpt, state.step)
+    if accelerator.is_main_process:
+        drop_samples_after(out, state.step)
+    tracker = Tracker(out, accelerator.is_main_process, resume_step=state.step if cfg.resume else None)
+    learner = loop.Learner(accelerator, model, optimizer, scheduler, cfg.optim.max_grad_norm)
+    train = algo.make_train_fn(cfg, learner, state)
+    unwrapped = accelerator.unwrap_model(model)
+    bar = progress(total=cfg.steps, desc=algo.name, disable=not accelerator.is_main_process)
+    bar.update(state.step)
+    metrics: dict[str, float] = {}
+    while state.step < cfg.steps:
+        t0 = time.perf_counter()
+        batch = prompt_batch(prompts, state.step, cfg.batch_size, cfg.seed, accelerator.process_index,
+                             accelerator.num_processes)
+        batch = [p for p in batch for _ in range(cfg.group_size)]  # each prompt's k completions together
+        roll = collect_rollout(unwrapped, ref_lm, tokenizer, reward_model, batch, cfg.generation,
+                               use_chat_template=cfg.use_chat_template, autocast=accelerator.autocast)
+        t1 = time.perf_counter()
+        metrics = algo.step(cfg, state, roll, train, accelerator)
+        for name, fn in (monitors or {}).items():
+            values = fn([prompt_text(p) for p in roll.prompts], roll.responses)
+            metrics[f"rollout/{name}_mean"] = sum(values) / len(values)
+        metrics = loop.mean_metrics(accelerator, [metrics])  # means over processes
+        metrics["skipped_steps"] = state.skipped_steps
+        n_tokens = roll.mask.sum().item()
+        metrics.update(roll.timings)
+        metrics.update({"time/training_s": time.perf_counter() - t1, "step_time_s": time.perf_counter() - t0,
+                        "tokens_per_s": n_tokens / max(roll.timings["time/generation_s"], 1e-9)})
+        state.step += 1
+        tracker.log(state.step, metrics)
+        if accelerator.is_main_process and cfg.sample_every and (state.step - 1) % cfg.sample_every == 0:
+            write_samples(out, state.step, roll)
+        if cfg.save_every and state.step % cfg.save_every == 0 and state.step < cfg.steps:
+            checkpoint.save_checkpoint(ckpt, accelerator, state.trainer_state())
+        bar.update(1)
+        bar.set_postfix(score=f"{metrics['rollout/score_mean']:.3f}", kl=f"{metrics['rollout/kl']:.3f}",
+                        len=f"{metrics['rollout/response_len']:.0f}")
+    bar.close()
+    checkpoint.save_checkpoint(ckpt, accelerator, state.trainer_state())
+    if accelerator.is_main_process:
+        loop.save_policy(unwrapped.lm, tokenizer, out / "policy", cfg.merge_lora)
+        write_text(out / "summary.json", json.dumps(metrics, indent=2))
+    tracker.close()
+    return metrics
+
+
+def write_samples(out: Path, step: int, roll: Rollout, n: int = 4) -> None:
+    with open(out / "samples.jsonl", "a") as f:
+        for i in range(min(n, len(roll.prompts))):
+            f.write(json.dumps({"step": step, "prompt": prompt_text(roll.prompts[i]),
+                                "response": roll.responses[i], "score": roll.scores[i].item()}) + "\n")
+
+
+def drop_samples_after(out: Path, step: int) -> None:
+    """samples.jsonl keeps the rows of steps <= `step`: a fresh run starts empty, a resumed one forgets what
+    an interrupted run logged after its checkpoint (those steps run again)."""
+    path = out / "samples.jsonl"
+    if path.is_file():
+        rows = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= step]
+        write_text(path, "".join(x + "\n" for x in rows))

@@ -1,0 +1,137 @@
+"""GRPO / RLOO / REINFORCE++ on a tiny random Llama: step-0 invariants, groups, learning, exact resume."""
+
+import json
+
+import pytest
+import torch
+
+from rlhfkit.config import GRPOConfig, ReinforcePPConfig, RLOOConfig, build
+from rlhfkit.errors import ConfigError
+from rlhfkit.rollout import Rollout
+from rlhfkit.trainers import critic_free
+from rlhfkit.trainers.critic_free import train_critic_free
+from tests.trainers.test_ppo import WordReward, write_prompts
+
+CONFIGS = {"grpo": GRPOConfig, "rloo": RLOOConfig, "reinforce_pp": ReinforcePPConfig}
+
+
+def cf_cfg(algo, tiny_llama, tmp_path, **kw):
+    base = {"policy": tiny_llama, "prompts": write_prompts(tmp_path / "prompts.jsonl"), "output": str(tmp_path / algo),
+            "steps": 3, "batch_size": 2, "group_size": 4, "max_new_tokens": 8, "dtype": "fp32", "temperature": 1.0,
+            "seed": 0}
+    base.update(kw)
+    return build(CONFIGS[algo], base)
+
+
+def rows_of(path):
+    return [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo", "reinforce_pp"])
+def test_lr0_run_has_ratio_one_and_kl_zero(algo, tiny_llama, tmp_path):
+    """At lr 0 the training forward computes the rollout's log-probs (ratio 1) and the policy is the reference."""
+    cfg = cf_cfg(algo, tiny_llama, tmp_path, steps=2, lr=0.0, temperature=0.7, num_iterations=2)
+    train_critic_free(cfg, reward_model=WordReward())
+    for r in rows_of(tmp_path / algo):
+        assert (r["rollout/kl"], r["rollout/kl_k3"], r["rl/ratio"], r["rl/first_ratio"]) == (0.0, 0.0, 1.0, 1.0)
+        assert (r["rl/approx_kl"], r["rl/clipfrac"]) == (0.0, 0.0)
+
+
+def test_each_prompt_gets_k_completions_in_one_batch(tiny_llama, tmp_path, monkeypatch):
+    seen = []
+    real = critic_free.critic_free_step
+
+    def spy(cfg, state, roll, *rest):
+        seen.append([p for p in roll.prompts])
+        return real(cfg, state, roll, *rest)
+
+    monkeypatch.setattr(critic_free, "critic_free_step", spy)
+    train_critic_free(cf_cfg("grpo", tiny_llama, tmp_path, steps=1, batch_size=3, group_size=4),
+                      reward_model=WordReward())
+    (prompts,) = seen
+    assert len(prompts) == 12 and len(set(prompts)) == 3
+    assert all(len(set(prompts[i:i + 4])) == 1 for i in range(0, 12, 4))  # groups are consecutive
+
+
+def fake_rollout(scores, logprobs, ref_logprobs, mask):
+    b, t = mask.shape
+    return Rollout(prompts=["p"] * b, query_ids=torch.zeros(b, 1, dtype=torch.long), query_mask=torch.ones(b, 1),
+                   response_ids=torch.zeros(b, t, dtype=torch.long), mask=mask, responses=[""] * b,
+                   ended=torch.ones(b, dtype=torch.bool), scores=scores, logprobs=logprobs, ref_logprobs=ref_logprobs)
+
+
+def test_rloo_advantages_put_the_k1_kl_inside_the_leave_one_out_baseline(tiny_llama, tmp_path):
+    """Hand-computed: k = 2, scores (1, 3), Σ_t k1 = (0.5, 0), β = 0.2 -> r' = (0.9, 3.0); A = (−2.1, 2.1)."""
+    from rlhfkit.losses import FixedKLController
+    from rlhfkit.trainers.online import OnlineState
+
+    cfg = cf_cfg("rloo", tiny_llama, tmp_path, group_size=2, batch_size=1, kl_coef=0.2)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    roll = fake_rollout(torch.tensor([1.0, 3.0]), torch.tensor([[-1.0, -1.0], [-2.0, -9.0]]),
+                        torch.tensor([[-1.25, -1.25], [-2.0, -1.0]]), mask)
+    adv = critic_free.advantages_for(cfg, OnlineState(kl_ctl=FixedKLController(0.2)), roll)
+    assert adv.tolist() == pytest.approx([-2.1, 2.1])
+
+
+def test_reinforce_pp_advantages_are_whitened_reward_to_go(tiny_llama, tmp_path):
+    """r_t = −β k1_t, + score at the last token; A = whiten(Σ_{u≥t} r_u) over the masked tokens."""
+    from rlhfkit.losses import FixedKLController
+    from rlhfkit.trainers.online import OnlineState
+
+    cfg = cf_cfg("reinforce_pp", tiny_llama, tmp_path, group_size=2, batch_size=1, kl_coef=0.5)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    roll = fake_rollout(torch.tensor([1.0, 3.0]), torch.tensor([[-1.0, -1.0], [-2.0, -9.0]]),
+                        torch.tensor([[-2.0, -1.0], [-2.0, -1.0]]), mask)
+    adv = critic_free.advantages_for(cfg, OnlineState(kl_ctl=FixedKLController(0.5)), roll)
+    # row 0: r = (−0.5, 1) -> returns (0.5, 1); row 1: r = (3) -> returns (3); tokens 0.5, 1, 3
+    tokens = torch.tensor([0.5, 1.0, 3.0])
+    white = (tokens - tokens.mean()) / tokens.var().sqrt()
+    assert adv[mask.bool()].tolist() == pytest.approx(white.tolist(), abs=1e-5)
+    assert adv[1, 1] == 0
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_learns_a_simple_reward(algo, tiny_llama, tmp_path):
+    cfg = cf_cfg(algo, tiny_llama, tmp_path, steps=12, batch_size=4, lr=3e-2, use_lora=False, kl_coef=0.01)
+    train_critic_free(cfg, reward_model=WordReward("good", "great", "nice", "happy"))
+    rows = rows_of(tmp_path / algo)
+    first, last = rows[0]["rollout/score_mean"], sum(r["rollout/score_mean"] for r in rows[-3:]) / 3
+    assert last > first + 1.0, (first, last)
+    assert all(0 <= r["rollout/zero_spread_groups"] <= 1 for r in rows)
+    assert (tmp_path / algo / "policy" / "config.json").exists()
+
+
+def test_grpo_kl_loss_holds_the_policy_closer(tiny_llama, tmp_path):
+    kl = {}
+    for beta in (0.0, 1.0):
+        cfg = cf_cfg("grpo", tiny_llama, tmp_path / str(beta), steps=10, batch_size=4, lr=3e-2, use_lora=False,
+                     kl_coef=beta)
+        train_critic_free(cfg, reward_model=WordReward("good", "great", "nice", "happy"))
+        kl[beta] = rows_of(tmp_path / str(beta) / "grpo")[-1]["rollout/kl"]
+    assert kl[1.0] < kl[0.0] / 2, kl
+
+
+def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
+    full = cf_cfg("grpo", tiny_llama, tmp_path / "a", steps=4, save_every=2, lr=1e-2)
+    train_critic_free(full, reward_model=WordReward())
+    half = cf_cfg("grpo", tiny_llama, tmp_path / "b", steps=2, save_every=2, lr=1e-2)
+    train_critic_free(half, reward_model=WordReward())
+    rest = cf_cfg("grpo", tiny_llama, tmp_path / "b", steps=4, save_every=2, lr=1e-2, resume=True)
+    train_critic_free(rest, reward_model=WordReward())
+    a, b = rows_of(tmp_path / "a" / "grpo"), rows_of(tmp_path / "b" / "grpo")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for key in ("rollout/score_mean", "rollout/kl", "rl/policy_loss"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], abs=1e-6), key
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"group_size": 1}, "group_size"),
+    ({"kl_estimator": "k1"}, "kl_estimator"),
+    ({"kl_in": "reward", "kl_estimator": "k3_ratio"}, "kl_estimator"),
+    ({"ratio": "sequence"}, "ratio"),
+    ({"top_p": 0.9}, "generation.top_p"),
+    ({"batch_size": 3, "group_size": 2, "num_minibatches": 4}, "num_minibatches"),
+])
+def test_bad_combinations_are_refused_at_load(overrides, key, tmp_path):
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        build(GRPOConfig, {"prompts": "p", "output": str(tmp_path), **overrides})
