@@ -93,18 +93,14 @@ def run_score(cfg: C.ScoreConfig) -> None:
     print(json.dumps(result) if cfg.json else f"accuracy {result['accuracy']:.4f} on {result['n']} pairs")
 
 
-def run_ppo(cfg: C.PPOConfig) -> None:
-    from rlhfkit.trainers.ppo import train_ppo
+def run_online(cfg: C.OnlineConfig) -> None:
+    """`rlhfkit ppo|grpo|rloo|reinforce-pp`: one trainer each, the same loop (trainers/online.py)."""
+    if isinstance(cfg, C.PPOConfig):
+        from rlhfkit.trainers.ppo import train_ppo as train
+    else:
+        from rlhfkit.trainers.critic_free import train_critic_free as train
 
-    final = train_ppo(cfg)
-    print(f"policy saved to {cfg.output}/policy: last step score {final.get('rollout/score_mean', float('nan')):.3f}, "
-          f"KL {final.get('rollout/kl', float('nan')):.3f}")
-
-
-def run_critic_free(cfg: C.CriticFreeConfig) -> None:
-    from rlhfkit.trainers.critic_free import train_critic_free
-
-    final = train_critic_free(cfg)
+    final = train(cfg)
     print(f"policy saved to {cfg.output}/policy: last step score {final.get('rollout/score_mean', float('nan')):.3f}, "
           f"KL {final.get('rollout/kl', float('nan')):.3f}")
 
@@ -173,10 +169,10 @@ COMMANDS = {
     "sft": (C.SFTConfig, run_sft, "supervised fine-tuning on demonstrations (loss on the responses)"),
     "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model"),
     "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),
-    "ppo": (C.PPOConfig, run_ppo, "PPO against a reward model with a KL penalty to the reference"),
-    "grpo": (C.GRPOConfig, run_critic_free, "GRPO: k completions per prompt, group-normalised advantages, no critic"),
-    "rloo": (C.RLOOConfig, run_critic_free, "RLOO: k completions per prompt, leave-one-out baseline, no critic"),
-    "reinforce-pp": (C.ReinforcePPConfig, run_critic_free,
+    "ppo": (C.PPOConfig, run_online, "PPO against a reward model with a KL penalty to the reference"),
+    "grpo": (C.GRPOConfig, run_online, "GRPO: k completions per prompt, group-normalised advantages, no critic"),
+    "rloo": (C.RLOOConfig, run_online, "RLOO: k completions per prompt, leave-one-out baseline, no critic"),
+    "reinforce-pp": (C.ReinforcePPConfig, run_online,
                      "REINFORCE++: KL in the per-token reward, returns whitened over the batch, no critic"),
     "dpo": (C.DPOConfig, run_dpo, "DPO / IPO / hinge / SimPO on preference pairs (no reward model)"),
     "eval": (C.EvalConfig, run_eval, "compare policies on held-out prompts (gold/RM reward, KL, length, report)"),

@@ -273,6 +273,9 @@ class CriticFreeConfig(OnlineConfig):
         if self.kl_in == "reward" and self.kl_estimator != "k1":
             raise ConfigError(f"config key 'kl_estimator': {self.kl_estimator} in the reward is not supported; "
                               "the reward takes k1 (Σ_t log π − log π_ref)")
+        if self.advantage == "dr_grpo" and self.scale not in (None, "none"):
+            raise ConfigError(f"config key 'scale': Dr. GRPO never divides by a std (got {self.scale!r}); use "
+                              "--advantage grpo for a scaled one")
         if self.advantage == "reinforce_pp" and self.kl_in != "reward":
             raise ConfigError("config key 'kl_in': REINFORCE++ puts the k1 KL in the per-token reward; "
                               "use --kl-in reward")
@@ -371,7 +374,9 @@ class DPOConfig(EpochTrainingConfig):
 QUICK_PRESET = {"rm_prompts": 12, "rm_val_prompts": 4, "samples_per_prompt": 2, "pairs_per_prompt": 1,
                 "rm_epochs": 1, "min_gold_gap": 0.0, "eval_samples_per_prompt": 1, "eval_prompts": 8,
                 "ppo.steps": 2, "ppo.batch_size": 4, "generation.max_new_tokens": 12,
-                "ppo.generation.max_new_tokens": 12, "dpo.max_length": 64}
+                "ppo.generation.max_new_tokens": 12, "dpo.max_length": 64,
+                **{f"{a}.{k}": v for a in ("grpo", "rloo", "reinforce_pp")
+                   for k, v in (("steps", 2), ("batch_size", 2), ("generation.max_new_tokens", 12))}}
 
 
 @dataclass
@@ -406,8 +411,31 @@ class DemoConfig:
     ppo: PPOConfig = _group(PPOConfig, "PPO options (policy/reward_model/output are set by the demo, which "
                                        "passes its train prompts in memory)", steps=50)
     generation: GenerationConfig = _group(GenerationConfig, "sampling for labels and evaluation")
-    algo: Literal["ppo", "dpo", "all"] = _f("ppo", "which methods to train on the same preferences (all = ppo + dpo)")
+    algo: str = _f("ppo", "methods trained on the same preferences, comma-separated: ppo, dpo, grpo, rloo, "
+                          "reinforce_pp; or all")
     dpo: DPOConfig = _group(DPOConfig, "DPO options (policy/data/output are set by the demo)")
+    # the critic-free methods sample k = 4 completions of 4 prompts per step: 16 rollouts, twice PPO's 8, so
+    # half PPO's steps see as many samples
+    grpo: GRPOConfig = _group(GRPOConfig, "GRPO options (set by the demo like --ppo.*)", steps=25)
+    rloo: RLOOConfig = _group(RLOOConfig, "RLOO options (set by the demo like --ppo.*)", steps=25)
+    reinforce_pp: ReinforcePPConfig = _group(ReinforcePPConfig, "REINFORCE++ options (set by the demo like --ppo.*)",
+                                             steps=25)
+
+    @property
+    def algos(self) -> list[str]:
+        """The methods to train, in the order of ALGOS."""
+        asked = ALGOS if self.algo == "all" else [a.strip() for a in self.algo.split(",")]
+        return [a for a in ALGOS if a in asked]
+
+    def __post_init__(self):
+        asked = [] if self.algo == "all" else [a.strip() for a in self.algo.split(",")]
+        unknown = [a for a in asked if a not in ALGOS]
+        if unknown or not (asked or self.algo == "all"):
+            raise ConfigError(f"config key 'algo': {self.algo!r}; choose from {', '.join(ALGOS)} (comma-separated) "
+                              "or all")
+
+
+ALGOS = ["ppo", "dpo", "grpo", "rloo", "reinforce_pp"]  # the demo's methods; the online ones need the RM
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit.atomic import write_text
-from rlhfkit.config import DemoConfig, DPOConfig, PPOConfig, RMConfig, save_config, to_dict
+from rlhfkit.config import DemoConfig, DPOConfig, RMConfig, save_config, to_dict
 from rlhfkit.data.readers import load_prompts, read_rows
 from rlhfkit.device import autocast, default_device
 from rlhfkit.eval import gold
@@ -99,18 +99,23 @@ def train_rm(cfg: DemoConfig, prefs: Path, out: Path) -> dict:
             "val_gold_accuracy": sum(gold_order) / max(len(gold_order), 1), "n_val_pairs": len(rows)}
 
 
-def run_ppo(cfg: DemoConfig, train_prompts: list, rm_dir: Path, out: Path) -> dict:
-    """Stage 4: PPO (LoRA by default) against the learned RM; the gold reward is logged, never optimised."""
-    from rlhfkit.trainers.ppo import train_ppo
-
-    ppo_cfg = ppo_config(cfg, rm_dir, out)
-    return train_ppo(ppo_cfg, monitors={"gold": gold.gold_rewards}, prompts=train_prompts)
+ONLINE = ("ppo", "grpo", "rloo", "reinforce_pp")  # the methods trained against the learned RM
 
 
-def ppo_config(cfg: DemoConfig, rm_dir: Path, out: Path) -> PPOConfig:
-    """The demo's PPO group with what the demo fills in; `prompts` stays None: the train split is passed in
-    memory (it follows from the demo's `prompts` and `seed`)."""
-    return dataclasses.replace(cfg.ppo, policy=cfg.policy, reward_model=str(rm_dir), output=str(out),
+def run_online(cfg: DemoConfig, algo: str, train_prompts: list, rm_dir: Path, out: Path) -> dict:
+    """Stage 4: an online method (PPO, GRPO, RLOO, REINFORCE++; LoRA by default) against the learned RM; the
+    gold reward is logged, never optimised."""
+    if algo == "ppo":
+        from rlhfkit.trainers.ppo import train_ppo as train
+    else:
+        from rlhfkit.trainers.critic_free import train_critic_free as train
+    return train(online_config(cfg, algo, rm_dir, out), monitors={"gold": gold.gold_rewards}, prompts=train_prompts)
+
+
+def online_config(cfg: DemoConfig, algo: str, rm_dir: Path, out: Path):
+    """The demo's group for `algo` with what the demo fills in; `prompts` stays None: the train split is
+    passed in memory (it follows from the demo's `prompts` and `seed`)."""
+    return dataclasses.replace(getattr(cfg, algo), policy=cfg.policy, reward_model=str(rm_dir), output=str(out),
                                seed=cfg.seed, merge_lora=True)
 
 
@@ -149,8 +154,8 @@ def stage_keys(cfg: DemoConfig, algos: list[str]) -> dict[str, str]:
                                                           "samples_per_prompt", "pairs_per_prompt",
                                                           "label_temperature", "min_gold_gap")}])}
     keys["rm"] = digest([keys["prefs"], c["rm_base"], c["rm_epochs"]])
-    keys["ppo"] = digest([keys["rm"], c["ppo"]])
-    keys["dpo"] = digest([keys["prefs"], c["dpo"]])
+    for algo in algos:  # DPO reads the preferences; the online methods the RM
+        keys[algo] = digest([keys["prefs" if algo == "dpo" else "rm"], c[algo]])
     keys["eval"] = digest([sampling, keys["rm"], [keys[a] for a in algos], c["eval_prompts"],
                            c["eval_samples_per_prompt"]])
     return keys
@@ -181,18 +186,19 @@ def run_demo(cfg: DemoConfig) -> dict:
     run, timings = Path(cfg.output), {}
     save_config(cfg, run / "config.yaml")
     train_prompts, heldout = split_prompts(cfg)
-    algos = ["ppo", "dpo"] if cfg.algo == "all" else [cfg.algo]
+    algos = cfg.algos
     keys = stage_keys(cfg, algos)
     stage = lambda name, fn: run_stage(name, run, cfg.force, fn, timings, keys[name])  # noqa: E731
     prefs = stage("prefs", lambda: collect_preferences(cfg, train_prompts, run / "prefs"))
     rm = stage("rm", lambda: train_rm(cfg, run / "prefs", run / "rm"))
-    if "ppo" in algos:
-        stage("ppo", lambda: run_ppo(cfg, train_prompts, run / "rm", run / "ppo"))
-    if "dpo" in algos:
-        stage("dpo", lambda: run_dpo(cfg, run / "prefs", run / "dpo"))
+    for algo in algos:
+        if algo == "dpo":
+            stage("dpo", lambda: run_dpo(cfg, run / "prefs", run / "dpo"))
+        else:
+            stage(algo, lambda algo=algo: run_online(cfg, algo, train_prompts, run / "rm", run / algo))
     policies = {"sft": cfg.policy} | {a: str(run / a / "policy") for a in algos}
     methods = stage("eval", lambda: evaluate(cfg, heldout, policies, run / "rm", run / "eval"))
-    betas = {"ppo": cfg.ppo.kl_coef, "dpo": cfg.dpo.beta}  # the chart labels each point with its β
+    betas = {a: getattr(cfg, a).kl_coef for a in ONLINE} | {"dpo": cfg.dpo.beta}  # the chart labels points by β
     methods = {name: {**m, "beta": betas[name]} if name in betas else m for name, m in methods.items()}
     summary = make_summary(cfg, prefs, rm, methods, timings)
     write_text(run / "summary.json", json.dumps(summary, indent=2))
@@ -204,8 +210,9 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 def make_summary(cfg: DemoConfig, prefs: dict, rm: dict, methods: dict, timings: dict) -> dict:
     """summary.json: the documented top-level figures (README "summary.json"), copied from the evaluation's
-    per-method statistics (`<figure>_sft` from methods["sft"], `<figure>_rlhf` from PPO's, else DPO's)."""
-    sft, ppo = methods["sft"], methods["ppo" if "ppo" in methods else "dpo"]  # "rlhf" = PPO when it ran
+    per-method statistics (`<figure>_sft` from methods["sft"], `<figure>_rlhf` from the first method trained:
+    PPO when it ran)."""
+    sft, ppo = methods["sft"], methods[cfg.algos[0]]
     return {
         "gold_reward_sft": sft["gold_reward"], "gold_reward_rlhf": ppo["gold_reward"],
         "gold_delta": ppo["gold_delta"], "gold_delta_ci95": ppo["gold_delta_ci95"],
@@ -220,8 +227,8 @@ def make_summary(cfg: DemoConfig, prefs: dict, rm: dict, methods: dict, timings:
 
 
 def resolved_config(cfg: DemoConfig) -> dict:
-    """The demo config with its PPO and DPO groups as they ran (`ppo_config`, `dpo_config`): policy, reward
-    model, data and output filled in; ppo.prompts is null because the train split is passed in memory."""
+    """The demo config with its method groups as they ran (`online_config`, `dpo_config`): policy, reward
+    model, data and output filled in; <online>.prompts is null because the train split is passed in memory."""
     run = Path(cfg.output)
-    return {**to_dict(cfg), "ppo": to_dict(ppo_config(cfg, run / "rm", run / "ppo")),
+    return {**to_dict(cfg), **{a: to_dict(online_config(cfg, a, run / "rm", run / a)) for a in ONLINE},
             "dpo": to_dict(dpo_config(cfg, run / "prefs", run / "dpo"))}

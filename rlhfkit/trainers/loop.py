@@ -65,10 +65,11 @@ def check_engine(accelerator) -> None:
     for engine, env, active in (("FSDP", "ACCELERATE_USE_FSDP", DistributedType.FSDP),
                                 ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
         if os.environ.get(env, "false").lower() == "true" and accelerator.distributed_type != active:
-            raise ConfigError(f"accelerate config 'distributed_type: {engine.upper()}': needs GPUs, but this run "
-                              f"is {accelerator.distributed_type.value} on {accelerator.device}, where accelerate "
-                              "runs it without sharding; run it on GPUs, or launch plain data parallelism "
-                              "(accelerate launch --multi_gpu --num_processes N)")
+            raise ConfigError(
+                f"accelerate config 'distributed_type: {engine.upper()}': needs GPUs, but this run is "
+                f"{accelerator.distributed_type.value} on {accelerator.device}, where accelerate runs it without "
+                "sharding; run it on GPUs, or launch plain data parallelism (accelerate launch --multi_gpu "
+                "--num_processes N)")
 
 
 def is_sharded(accelerator) -> bool:
@@ -106,7 +107,8 @@ def whole_model(accelerator, model: torch.nn.Module, build) -> torch.nn.Module |
         whole = build()
     missing, unexpected = whole.load_state_dict(state, strict=False)
     # a tied weight (LM head = embeddings) may be gathered under one of its names only
-    tied = {n for n, _ in whole.named_parameters(remove_duplicate=False)} - {n for n, _ in whole.named_parameters()}
+    names = {n for n, _ in whole.named_parameters()}
+    tied = {n for n, _ in whole.named_parameters(remove_duplicate=False)} - names
     assert not unexpected and set(missing) <= tied, (missing[:3], unexpected[:3])
     return whole
 
@@ -136,6 +138,19 @@ def check_accumulation(accelerator, grad_accum_steps: int) -> None:
     if grad_accum_steps > 1 and accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ConfigError(f"config key 'optim.grad_accum_steps': {grad_accum_steps} is not supported under "
                           "DeepSpeed; set gradient_accumulation_steps in the DeepSpeed config instead")
+
+
+def check_clipping(accelerator, max_grad_norm: float) -> None:
+    """DeepSpeed clips inside its engine at its config's `gradient_clipping` (accelerate fills "auto" with
+    1.0) and never calls ours: refuse a run whose optim.max_grad_norm it would silently replace."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    clip = plugin.deepspeed_config.get("gradient_clipping", "auto")
+    clip = 1.0 if clip == "auto" else float(clip)
+    if clip != max_grad_norm:
+        raise ConfigError(f"config key 'optim.max_grad_norm': {max_grad_norm}, but DeepSpeed clips at {clip} "
+                          "(its config's gradient_clipping); set both to the same value")
 
 
 def all_finite(*tensors: torch.Tensor) -> bool:
@@ -280,7 +295,11 @@ def trainable_policy(path: str, cfg) -> torch.nn.Module:
         enable_gradient_checkpointing(lm)
     if cfg.lora.use_lora:
         lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
-    return Policy(lm, checkpoint_head=cfg.gradient_checkpointing)
+    policy = Policy(lm, checkpoint_head=cfg.gradient_checkpointing)
+    # FSDP's transformer-based wrapping (accelerate reads the prepared module's `_no_split_modules`) then shards
+    # each decoder layer on its own, as it would the bare HF model, instead of the whole policy as one unit
+    policy._no_split_modules = getattr(lm, "_no_split_modules", None)
+    return policy
 
 
 def prepare_epoch_run(cfg, accelerator, model, train_items: list, eval_items: list) -> EpochRun:
@@ -288,6 +307,7 @@ def prepare_epoch_run(cfg, accelerator, model, train_items: list, eval_items: li
     and --resume from `output/checkpoint`. Uses cfg.output, batch_size, epochs, seed, resume and optim."""
     accum = cfg.optim.grad_accum_steps
     check_accumulation(accelerator, accum)
+    check_clipping(accelerator, cfg.optim.max_grad_norm)
     train_loader = DataLoader(train_items, cfg.batch_size, sampler=EpochSampler(len(train_items), cfg.seed),
                               collate_fn=list)
     eval_loader = DataLoader(eval_items, cfg.batch_size * 2, collate_fn=list)
@@ -379,6 +399,6 @@ def mean_metrics(accelerator, rows: list[dict[str, float]]) -> dict[str, float]:
     for k in keys:
         finite = [r[k] for r in rows if math.isfinite(r[k])]
         means.append(sum(finite) / len(finite) if finite else float("nan"))
-    # on the accelerator's device: NCCL reduces GPU tensors only
-    reduced = accelerator.reduce(torch.tensor(means, dtype=torch.float64, device=accelerator.device), "mean")  # [K]
+    means = torch.tensor(means, dtype=torch.float64, device=accelerator.device)  # [K]; NCCL reduces GPU tensors
+    reduced = accelerator.reduce(means, "mean")  # [K]
     return dict(zip(keys, reduced.tolist()))

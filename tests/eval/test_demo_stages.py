@@ -26,7 +26,8 @@ def test_run_stage_skips_same_key_reruns_changed_key_or_force(tmp_path):
 
 
 def changed(keys_a: dict, keys_b: dict) -> set[str]:
-    return {stage for stage in keys_a if keys_a[stage] != keys_b[stage]}
+    """The stages both runs have whose settings differ."""
+    return {stage for stage in keys_a if stage in keys_b and keys_a[stage] != keys_b[stage]}
 
 
 def test_a_change_reruns_its_stage_and_what_reads_it_only():
@@ -50,7 +51,7 @@ def test_ppo_stage_passes_the_train_prompts_in_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(ppo, "train_ppo", lambda cfg, **kw: calls.append((cfg, kw)) or {})
     cfg = DemoConfig(output=str(tmp_path))
     train = ["first prompt", [{"role": "user", "content": "a chat prompt"}]]
-    demo.run_ppo(cfg, train, tmp_path / "rm", tmp_path / "ppo")
+    demo.run_online(cfg, "ppo", train, tmp_path / "rm", tmp_path / "ppo")
     (ppo_cfg, kw), = calls
     assert kw["prompts"] is train and ppo_cfg.prompts is None  # nothing to re-read
     assert (ppo_cfg.reward_model, ppo_cfg.output) == (str(tmp_path / "rm"), str(tmp_path / "ppo"))

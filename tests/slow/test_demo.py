@@ -23,7 +23,8 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert low < high  # a real interval: the bootstrap resampled varied per-prompt gains
     ppo = summary["methods"]["ppo"]  # the headline figures are the evaluation's, not recomputed elsewhere
     assert (summary["kl_rlhf"], summary["win_rate_gold"]) == (ppo["kl"], ppo["win_rate_gold"])
-    assert set(summary["methods"]) == {"sft", "ppo", "dpo"}  # PPO and DPO on the same preferences and eval
+    # every method on the same preferences and evaluation
+    assert set(summary["methods"]) == {"sft", "ppo", "dpo", "grpo", "rloo", "reinforce_pp"}
     for name in ("prefs/prefs.jsonl", "prefs/prefs_val.jsonl", "rm/metrics.jsonl", "ppo/metrics.jsonl",
                  "ppo/samples.jsonl", "eval/eval.json"):
         path = run / name
@@ -32,11 +33,12 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert rows, name
     prefs = [json.loads(x) for x in (run / "prefs" / "prefs.jsonl").read_text().splitlines()]
     assert {"prompt", "chosen", "rejected", "gold_chosen", "gold_rejected"} <= set(prefs[0])
-    assert "rollout/gold_mean" in json.loads((run / "ppo" / "metrics.jsonl").read_text().splitlines()[-1])
+    for algo in ("ppo", "grpo"):
+        assert "rollout/gold_mean" in json.loads((run / algo / "metrics.jsonl").read_text().splitlines()[-1])
     yaml.safe_load((run / "config.yaml").read_text())
     html = (run / "report.html").read_text()
     assert "data:image/png;base64" in html and "<html" in html.lower()
-    for folder in ("rm/model", "ppo/policy", "dpo/policy"):
+    for folder in ("rm/model", "ppo/policy", "dpo/policy", "grpo/policy", "rloo/policy", "reinforce_pp/policy"):
         assert (run / folder / "config.json").is_file(), folder
 
     # a rerun skips finished stages and reproduces the same summary figures

@@ -126,6 +126,7 @@ def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
 
 @pytest.mark.parametrize("overrides, key", [
     ({"group_size": 1}, "group_size"),
+    ({"advantage": "dr_grpo", "scale": "group"}, "scale"),
     ({"kl_estimator": "k1"}, "kl_estimator"),
     ({"kl_in": "reward", "kl_estimator": "k3_ratio"}, "kl_estimator"),
     ({"ratio": "sequence"}, "ratio"),
@@ -135,3 +136,15 @@ def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
 def test_bad_combinations_are_refused_at_load(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
         build(GRPOConfig, {"prompts": "p", "output": str(tmp_path), **overrides})
+
+
+@pytest.mark.parametrize("command", ["grpo", "rloo", "reinforce-pp"])
+def test_command_runs_end_to_end_with_a_reward_model(command, tiny_llama, tiny_bert, tmp_path, capsys):
+    from rlhfkit.cli import main
+
+    out = tmp_path / command
+    assert main([command, "--policy", tiny_llama, "--reward-model", tiny_bert, "--prompts",
+                 write_prompts(tmp_path / "prompts.jsonl"), "--output", str(out), "--steps", "2", "--batch-size",
+                 "2", "--group-size", "2", "--max-new-tokens", "4", "--dtype", "fp32"]) == 0
+    assert "policy saved to" in capsys.readouterr().out
+    assert len(rows_of(out)) == 2 and (out / "policy" / "adapter_config.json").is_file()
