@@ -4,15 +4,19 @@ reward-model scores. Shared by PPO and evaluation (and the critic-free methods).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+from rlhfkit import engine
 from rlhfkit.data.collate import template_prompts
 from rlhfkit.data.readers import Prompt, prompt_text
 from rlhfkit.models.load import reference_mode
 from rlhfkit.models.policy import response_logprobs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,25 +114,54 @@ def own_generation_config(lm, config):
         base.generation_config = saved
 
 
-@torch.no_grad()
-def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: bool = True) -> Rollout:
-    """Sample one response per prompt from softmax(logits / τ) (batched, KV cache, left padding); cut after EOS.
-    A response may be empty (EOS first): that is one of the outcomes whose probability the log-probs give."""
-    query_ids, query_mask = encode_prompts(tokenizer, prompts, use_chat_template)
-    device = next(lm.parameters()).device
+def hf_generate(lm, tokenizer, query_ids: torch.Tensor, query_mask: torch.Tensor, gen_cfg) -> torch.Tensor:
+    """Responses [B, T<=max_new_tokens] from transformers' `generate` with `sampling_config` (the fallback of
+    the engine: any model, and the top-p / top-k of evaluation)."""
     config = sampling_config(gen_cfg, tokenizer)
     was_training = lm.training
     lm.eval()  # some models drop the KV cache in train mode under checkpointing; dropout is 0 in both modes
     with own_generation_config(lm, config):
-        out = lm.generate(input_ids=query_ids.to(device), attention_mask=query_mask.to(device),
-                          generation_config=config)
+        out = lm.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config)
     lm.train(was_training)
-    response_ids = out[:, query_ids.shape[1]:]  # [B, T<=max_new_tokens]
+    return out[:, query_ids.shape[1]:]  # [B, T]
+
+
+_FALLBACKS_LOGGED: set[str] = set()
+
+
+def uses_engine(lm, gen_cfg) -> bool:
+    """Whether `generate` samples with rlhfkit.engine: asked for (gen_cfg.engine, default "fast"), exact sampling
+    (the engine implements no top-p / top-k) and a model it supports; the fallback is logged once per reason."""
+    if getattr(gen_cfg, "engine", "fast") != "fast":
+        return False
+    reason = "top-p / top-k sampling" if not gen_cfg.is_exact else engine.unsupported_reason(lm)
+    if reason is not None and reason not in _FALLBACKS_LOGGED:
+        _FALLBACKS_LOGGED.add(reason)
+        log.info("sampling with transformers generate, not the fast engine: %s", reason)
+    return reason is None
+
+
+@torch.no_grad()
+def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: bool = True) -> Rollout:
+    """Sample one response per prompt from softmax(logits / τ) (batched, KV cache, left padding); cut after EOS.
+    A response may be empty (EOS first): that is one of the outcomes whose probability the log-probs give.
+
+    Sampling runs in rlhfkit.engine (a merged copy of `lm`, refreshed when its weights change, under the
+    caller's autocast) or, with gen_cfg.engine "hf" or where the engine does not apply, in `hf_generate`."""
+    query_ids, query_mask = encode_prompts(tokenizer, prompts, use_chat_template)
+    device = next(lm.parameters()).device
+    query_ids, query_mask = query_ids.to(device), query_mask.to(device)
+    if uses_engine(lm, gen_cfg):
+        response_ids, _ = engine.sampler_for(lm).sample(
+            query_ids, query_mask, temperature=gen_cfg.temperature, max_new_tokens=gen_cfg.max_new_tokens,
+            eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)  # [B, T]
+    else:
+        response_ids = hf_generate(lm, tokenizer, query_ids, query_mask, gen_cfg)  # [B, T]
     mask, ended = response_mask(response_ids, tokenizer.eos_token_id)
     response_ids = torch.where(mask.bool(), response_ids, tokenizer.pad_token_id)  # nothing after EOS
     texts = tokenizer.batch_decode(torch.where(response_ids == tokenizer.eos_token_id, tokenizer.pad_token_id,
                                                response_ids), skip_special_tokens=True)
-    return Rollout(list(prompts), query_ids.to(device), query_mask.to(device), response_ids, mask, texts, ended)
+    return Rollout(list(prompts), query_ids, query_mask, response_ids, mask, texts, ended)
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ From N samples per prompt, every n ≤ N is evaluated with the unbiased estimato
 WebGPT and Gao et al. use): sort the samples by proxy ascending; the sample of rank j (1-based) is the best
 of a uniformly random n-subset with probability C(j−1, n−1) / C(N, n). So n = 1 is the plain mean over the N
 samples (the SFT policy itself) and n = N is the proxy's argmax. KL(π_bon ‖ π_sft) is the analytic
-log n − (n−1)/n (Stiennon et al. 2020; Gao et al. 2022 §2), an upper bound on the true KL (Beirami et al.
+log n − (n−1)/n (Stiennon et al. 2020; Gao et al. 2022), an upper bound on the true KL (Beirami et al.
 2024, arXiv 2401.01879) and the value every best-of-n frontier in the literature plots.
 
 The evaluation rows follow `rlhfkit.eval.compare` (ROW_KEYS), so `summarize`, `save_evaluation` and the report
@@ -32,21 +32,13 @@ from rlhfkit.data.readers import Prompt, load_prompts, prompt_text
 from rlhfkit.eval import stats
 from rlhfkit.eval.compare import sample_policy, save_evaluation
 from rlhfkit.eval.gold import gold_rewards
+from rlhfkit.losses import bon_kl  # KL(π_bon ‖ π_sft) = log n − (n−1)/n
 from rlhfkit.models.load import load_causal_lm, load_tokenizer
 from rlhfkit.models.reward import RewardModel
 
 log = logging.getLogger(__name__)
 
 BASELINE = "sft"  # the n = 1 row: the SFT policy's mean over its samples
-
-
-def bon_kl(n: int) -> float:
-    """KL(π_bon ‖ π_sft) = log n − (n−1)/n nats (Stiennon et al. 2020; Gao et al. 2022); 0 at n = 1.
-
-    An upper bound on the true KL, tight when the proxy rarely ties (Beirami et al. 2024)."""
-    if n < 1:
-        raise ValueError(f"best-of-n needs n >= 1, got {n}")
-    return math.log(n) - (n - 1) / n
 
 
 def bon_weights(proxy: Sequence[float], n: int) -> np.ndarray:
@@ -164,7 +156,7 @@ def _row(sample: dict, weights: np.ndarray, kl: float, response: str) -> dict:
             "eos_rate": average("ended")}
 
 
-def bon_curve(proxy, gold=None, ns: Sequence[int] | None = None, seed: int = 0) -> list[dict]:
+def bon_points(proxy, gold=None, ns: Sequence[int] | None = None, seed: int = 0) -> list[dict]:
     """Best-of-n for each n in `ns`: the mean over prompts of E[proxy of best] and E[gold of best].
 
     Args:
@@ -211,7 +203,7 @@ def run_best_of_n(cfg) -> dict:
     sampler = {k: getattr(cfg.generation, k) for k in ("temperature", "top_p", "top_k", "max_new_tokens")}
     result = {"policies": [BASELINE, name], "rows": best_of_n_rows(samples, cfg.n, name), "sampler": sampler}
     methods = save_evaluation(out / "eval" / "eval.json", result, baseline=BASELINE, seed=cfg.seed)
-    curve = bon_curve([s["rm_reward"] for s in samples],
+    curve = bon_points([s["rm_reward"] for s in samples],
                       [s["gold_reward"] for s in samples] if cfg.gold else None, seed=cfg.seed)
     summary = {"methods": methods, "baseline": BASELINE, "n_eval_prompts": len(prompts),
                "samples_per_prompt": cfg.num_samples, "curve": curve, "config": to_dict(cfg)}

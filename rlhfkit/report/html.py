@@ -1,14 +1,14 @@
 """The run report: reads a run folder's files and writes one self-contained report.html (plots as base64 PNG).
 
 Order, so a reviewer gets the answer in two minutes: headline sentence; what was trained on what and how
-long each stage took; over-optimisation warnings; held-out tables and plots; training curves; samples.
+long each stage took; over-optimisation warnings (per method); held-out tables and plots; the reward–KL
+frontier when `rlhfkit frontier` ran into RUN/frontier; training curves of every online method; samples.
 Any file may be missing (an `rlhfkit eval` run has only eval/): the report renders what exists and names
 what is not there. Reads files only; never imports a trainer or loads a model.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import logging
@@ -16,10 +16,16 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
-from rlhfkit.atomic import write_text
 from rlhfkit.errors import DataError
 from rlhfkit.report import plots
 from rlhfkit.report.checks import finite, finite_pair, overoptimisation_warnings
+from rlhfkit.report.frontier_page import frontier_section
+from rlhfkit.report.layout import ci as _ci
+from rlhfkit.report.layout import duration as _duration
+from rlhfkit.report.layout import figure as _figure
+from rlhfkit.report.layout import method_label, write_page
+from rlhfkit.report.layout import num as _num
+from rlhfkit.report.layout import table as _table
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +35,15 @@ RUN_FILES = {
     "summary.json": ("summary", "timings, RM validation, config (held-out statistics: eval/eval.json)"),
     "prefs/summary.json": ("prefs", "preference-data description"),
     "rm/metrics.jsonl": ("rm_rows", "reward-model training curves"),
-    "ppo/metrics.jsonl": ("ppo_rows", "PPO training curves"),
     "eval/eval.json": ("eval", "held-out statistics (headline, methods table), distributions and samples"),
 }
+# read when present, never named as missing: `rlhfkit frontier` is a separate command
+OPTIONAL_FILES = {"frontier/frontier.json": ("frontier", "the reward–KL frontier")}
+# the online methods: <method>/metrics.jsonl shares the rollout/* keys; their β is logged under BETA_KEYS
+ONLINE = ("ppo", "grpo", "rloo", "reinforce_pp")
+BETA_KEYS = {"ppo": "ppo/kl_coef", "grpo": "rl/kl_coef", "rloo": "rl/kl_coef", "reinforce_pp": "rl/kl_coef"}
 # config keys (last dotted component) that say what was trained on what
 SETUP_KEYS = ("policy", "base", "model", "reward_model", "value_model", "prompts", "data", "eval_data")
-
-CSS = """
-body { font: 15px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
-h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; margin-top: 1.8em; }
-.meta { color: #777; font-size: 0.9em; } .headline { font-size: 1.25em; font-weight: 600; margin: 0.8em 0; }
-.warn { background: #fff4e5; border: 2px solid #e69500; border-radius: 6px; padding: 0.6em 1em; }
-.ok { background: #eef8ee; border: 1px solid #7bb87b; border-radius: 6px; padding: 0.6em 1em; }
-.note { color: #555; background: #f5f5f5; border-radius: 6px; padding: 0.5em 1em; }
-table { border-collapse: collapse; margin: 0.8em 0; } td, th { border: 1px solid #ccc; padding: 4px 8px; }
-th { background: #f0f0f0; text-align: left; } td.num { text-align: right; white-space: nowrap; }
-.samples td { vertical-align: top; white-space: pre-wrap; max-width: 340px; font-size: 0.9em; }
-.score { color: #555; font-size: 0.85em; margin-top: 0.4em; }
-figure { display: inline-block; margin: 0.5em 1em 1em 0; max-width: 100%; }
-img { max-width: 100%; } figcaption { color: #555; font-size: 0.88em; max-width: 600px; }
-"""
 
 
 @dataclass
@@ -58,34 +53,53 @@ class RunFiles:
     summary: dict = field(default_factory=dict)
     prefs: dict = field(default_factory=dict)
     rm_rows: list[dict] = field(default_factory=list)
-    ppo_rows: list[dict] = field(default_factory=list)
+    online_rows: dict[str, list[dict]] = field(default_factory=dict)  # ONLINE method -> its metrics rows
     eval: dict = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)  # RUN_FILES names not in the folder
+    frontier: dict = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)  # expected files not in the folder -> what they show
     problems: list[str] = field(default_factory=list)  # unreadable files or lines, shown in the report
 
 
 def read_run(run_dir: str | Path) -> RunFiles:
-    """Parse the RUN_FILES present in `run_dir`; never raises on a missing or malformed file."""
+    """Parse the RUN_FILES, OPTIONAL_FILES and online metrics present in `run_dir`; never raises on a missing
+    or malformed file. An online method's metrics.jsonl is named as missing when the method was evaluated."""
     run = RunFiles()
-    for name, (attr, _) in RUN_FILES.items():
-        path = Path(run_dir) / name
-        if not path.is_file():
-            run.missing.append(name)
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-            if name.endswith(".jsonl"):
-                value = _parse_jsonl(text, name, run.problems)
-            else:
-                value = json.loads(text)
-                if not isinstance(value, dict):
-                    raise ValueError(f"expected a JSON object, found {type(value).__name__}")
-        except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
-            log.warning("report: cannot read %s: %s", path, e)
-            run.problems.append(f"{name}: {e}")
-            continue
-        setattr(run, attr, value)
+    for name, (attr, what) in {**RUN_FILES, **OPTIONAL_FILES}.items():
+        value = _read(Path(run_dir), name, run.problems)
+        if value is not None:
+            setattr(run, attr, value)
+        elif name in RUN_FILES and not (Path(run_dir) / name).is_file():
+            run.missing[name] = what
+    summary_methods = run.summary.get("methods") if isinstance(run.summary.get("methods"), dict) else {}
+    evaluated = set(_eval_policies(run.eval)) | set(summary_methods)
+    for method in ONLINE:
+        name = f"{method}/metrics.jsonl"
+        rows = _read(Path(run_dir), name, run.problems)
+        if rows is not None:
+            run.online_rows[method] = rows
+        elif method in evaluated and not (Path(run_dir) / name).is_file():
+            run.missing[name] = f"{method_label(method)} training curves"
     return run
+
+
+def _read(run_dir: Path, name: str, problems: list[str]):
+    """The parsed file (rows of a .jsonl, else a JSON object), or None when it is absent or unreadable (then
+    said in `problems`)."""
+    path = run_dir / name
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        if name.endswith(".jsonl"):
+            return _parse_jsonl(text, name, problems)
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, found {type(value).__name__}")
+        return value
+    except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        log.warning("report: cannot read %s: %s", path, e)
+        problems.append(f"{name}: {e}")
+        return None
 
 
 def _parse_jsonl(text: str, name: str, problems: list[str]) -> list[dict]:
@@ -143,42 +157,6 @@ def _paired(rows: list[dict], a: str, b: str, key: str) -> tuple[list[float], li
 
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
-
-
-# --------------------------------------------------------------------------- formatting
-def _num(value, spec: str = ".3f") -> str:
-    v = finite(value)
-    return "—" if v is None else format(v, spec)
-
-
-def _ci(value, spec: str = ".3f") -> str:
-    ci = finite_pair(value)
-    return f"[{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else ""
-
-
-def _duration(seconds) -> str:
-    s = finite(seconds)
-    if s is None:
-        return "—"
-    if s < 60:
-        return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {s % 60:02.0f} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
-
-
-def _table(header: list[str], rows: list[list[str]], *, numeric: tuple[int, ...] = (), cls: str = "") -> str:
-    """An HTML table of already-escaped cells; the `numeric` columns are right-aligned."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
-
-
-def _figure(fig, caption: str) -> str:
-    data = base64.b64encode(plots.figure_png(fig)).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, object]:
@@ -250,11 +228,13 @@ def _setup_sentences(run: RunFiles) -> list[str]:
         epochs = {r.get("epoch") for r in run.rm_rows if r.get("epoch") is not None}
         out.append(f"Reward model: {len(epochs) or len(run.rm_rows)} epoch(s); final held-out accuracy "
                    f"{_num(run.rm_rows[-1].get('eval_accuracy'), '.2f')}.")
-    if run.ppo_rows:
-        times = [t for t in (finite(r.get("step_time_s")) for r in run.ppo_rows) if t is not None]
-        last = run.ppo_rows[-1]
-        out.append(f"PPO: {last.get('step', len(run.ppo_rows))} steps; final β (ppo/kl_coef) "
-                   f"{_num(last.get('ppo/kl_coef'), '.3g')}; mean step time {_duration(_mean(times))}.")
+    for method, rows in run.online_rows.items():
+        if not rows:
+            continue
+        times = [t for t in (finite(r.get("step_time_s")) for r in rows) if t is not None]
+        last = rows[-1]
+        out.append(f"{method_label(method)}: {last.get('step', len(rows))} steps; final β ({BETA_KEYS[method]}) "
+                   f"{_num(last.get(BETA_KEYS[method]), '.3g')}; mean step time {_duration(_mean(times))}.")
     if run.eval:
         out.append(f"Held-out evaluation: {len(_eval_rows(run.eval))} prompts; policies "
                    f"{', '.join(_eval_policies(run.eval))}.")
@@ -288,7 +268,7 @@ def _setup_section(run: RunFiles) -> str:
         rows.append(["<b>total (wall)</b>", _duration(total), ""])
         parts.append(_table(["stage", "time", "share of wall time"], rows, numeric=(1, 2)))
     if run.missing:
-        items = "".join(f"<li><code>{escape(n)}</code>: {escape(RUN_FILES[n][1])}</li>" for n in run.missing)
+        items = "".join(f"<li><code>{escape(n)}</code>: {escape(what)}</li>" for n, what in run.missing.items())
         parts.append(f'<div class="note">Not in this run (sections left out):<ul>{items}</ul></div>')
     if run.problems:
         items = "".join(f"<li>{escape(p)}</li>" for p in run.problems)
@@ -299,10 +279,17 @@ def _setup_section(run: RunFiles) -> str:
     return "\n".join(parts)
 
 
-def _warnings_section(run: RunFiles, baseline: dict, candidate: dict) -> str:
+def _warnings_section(run: RunFiles, methods: dict, base: str | None) -> str:
+    """The run's recorded warnings, else `checks.overoptimisation_warnings` for every method against `base`:
+    its training rollouts when it has metrics (the online methods), its held-out statistics always."""
     recorded = isinstance(run.summary.get("warnings"), list)
-    warnings = (run.summary["warnings"] if recorded
-                else overoptimisation_warnings(run.ppo_rows, baseline, candidate))
+    if recorded:
+        warnings = run.summary["warnings"]
+    else:
+        names = list(dict.fromkeys([m for m in methods if m != base] + [m for m in run.online_rows if m != base]))
+        warnings = [f"{method_label(name)}: {w}" for name in names
+                    for w in overoptimisation_warnings(run.online_rows.get(name, []), _method(methods, base),
+                                                       _method(methods, name), method=method_label(name))]
     source = "recorded by the run" if recorded else "computed from these files by rlhfkit.report.checks"
     if not warnings:
         return f'<h2>Warnings</h2><p class="ok">No over-optimisation warnings ({source}).</p>'
@@ -351,18 +338,19 @@ def _curves_section(run: RunFiles) -> str:
         parts.append(_figure(plots.rm_curves_figure(run.rm_rows),
                              "Reward model per epoch: Bradley–Terry loss and held-out accuracy "
                              "(vs the noisy labels)."))
-    if run.ppo_rows:
-        ppo = run.ppo_rows
-        parts.append(_figure(plots.proxy_gold_figure(ppo),
-                             "PPO rollouts per step: the learned RM (proxy, left axis) and the gold reward "
+    online = {method_label(m): rows for m, rows in run.online_rows.items() if rows}
+    for label, rows in online.items():
+        parts.append(_figure(plots.proxy_gold_figure(rows, title=f"{label} rollouts: proxy vs gold reward"),
+                             f"{label} rollouts per step: the learned RM (proxy, left axis) and the gold reward "
                              "of the same samples (right axis). Proxy up while gold goes down = "
                              "over-optimising."))
-        kl = plots.series_figure(ppo, "step", {"rollout/kl": "KL"}, "KL to the reference",
-                                 "nats per response")
-        parts.append(_figure(kl, "KL(policy ‖ reference) per PPO step."))
-        length = plots.series_figure(ppo, "step", {"rollout/response_len": "length"}, "Response length",
-                                     "tokens")
-        parts.append(_figure(length, "Mean response length per PPO step."))
+    if online:
+        steps = ("A step is one rollout batch (its size differs between methods)." if len(online) > 1 else "")
+        kl = plots.methods_series_figure(online, "step", "rollout/kl", "KL to the reference (k1, sampled)",
+                                         "nats per response")
+        parts.append(_figure(kl, f"KL(policy ‖ reference) per step, one line per method. {steps}".strip()))
+        length = plots.methods_series_figure(online, "step", "rollout/response_len", "Response length", "tokens")
+        parts.append(_figure(length, f"Mean response length per step, one line per method. {steps}".strip()))
     return "\n".join(parts) if len(parts) > 1 else ""
 
 
@@ -414,16 +402,14 @@ def build_report(run_dir: str | Path) -> Path:
         f'<p class="headline">{escape(headline(methods, base, cand, rlhf))}</p>',
         f"<p>{escape(subheadline)}</p>" if subheadline else "",
         _setup_section(run),
-        _warnings_section(run, _method(methods, base), _method(methods, cand)),
+        _warnings_section(run, methods, base),
         _results_section(methods, run.eval, base or "sft", cand),
+        frontier_section(run.frontier, heading="Reward–KL frontier (rlhfkit frontier)",
+                         link="frontier/frontier.html") if run.frontier else "",
         _curves_section(run),
         _samples_section(run.eval),
     ]
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>rlhfkit report: {escape(run_dir.resolve().name)}</title><style>{CSS}</style></head>\n"
-            "<body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n")
     out = run_dir / "report.html"
-    # character references keep the page pure ASCII, so write_text works under any locale encoding
-    write_text(out, page.encode("ascii", "xmlcharrefreplace").decode("ascii"))
+    write_page(out, f"rlhfkit report: {run_dir.resolve().name}", sections)
     log.info("wrote %s", out)
     return out

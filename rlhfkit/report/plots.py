@@ -95,16 +95,16 @@ def rm_curves_figure(rm_rows: list[dict]):
     return fig
 
 
-def proxy_gold_figure(ppo_rows: list[dict]):
-    """PPO rollouts per step: learned-RM (proxy) score on the left axis, gold reward of the same samples on
-    the right. Two axes because the scales differ (the proxy may be normalised); what matters is whether
-    they move together.
+def proxy_gold_figure(rows: list[dict], title: str = "PPO rollouts: proxy vs gold reward"):
+    """An online method's rollouts per step (metrics.jsonl rows): learned-RM (proxy) score on the left axis,
+    gold reward of the same samples on the right. Two axes because the scales differ (the proxy may be
+    normalised); what matters is whether they move together.
     """
     fig, ax = _pyplot().subplots(figsize=FIGSIZE)
-    lines = _draw_series(ax, ppo_rows, "step", {"rollout/score_mean": "proxy: learned RM (left axis)"},
+    lines = _draw_series(ax, rows, "step", {"rollout/score_mean": "proxy: learned RM (left axis)"},
                          "proxy (learned RM) score")
     ax_gold = ax.twinx()
-    gold = _points(ppo_rows, "step", "rollout/gold_mean")
+    gold = _points(rows, "step", "rollout/gold_mean")
     if gold:
         lines += ax_gold.plot(*zip(*gold), color="C1", linestyle="--", marker="s" if len(gold) < 30 else None,
                               label="gold reward (right axis)")
@@ -112,7 +112,25 @@ def proxy_gold_figure(ppo_rows: list[dict]):
     ax.set_ylabel("proxy (learned RM) score", color="C0")
     if lines:
         ax.legend(lines, [line.get_label() for line in lines], loc="best")
-    ax.set_title("PPO rollouts: proxy vs gold reward")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def methods_series_figure(rows_by_method: dict[str, list[dict]], x: str, key: str, title: str, ylabel: str):
+    """One metric key against `x`, one line per method (name -> its metrics rows)."""
+    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    lines = []
+    for i, (name, rows) in enumerate(rows_by_method.items()):
+        pts = _points(rows, x, key)
+        if pts:
+            lines += ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, label=name, color=f"C{i}")
+    if lines:
+        ax.legend()
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -179,5 +197,49 @@ def improvement_figure(diffs: list[float], label: str):
     ax.set_ylabel(label)
     ax.set_title(f"Per-prompt change: {label}")
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def frontier_figure(points: list[dict], fits: dict[str, dict], names: dict[str, str] | None = None):
+    """The reward–KL frontier: gold gain (left) and proxy gain (right) over the SFT policy against √KL.
+
+    One curve per method through its points in KL order, starting at the SFT policy (0, 0), each point
+    labelled with its β or n; gold gains carry their 95% interval; Gao et al.'s fitted form is dashed.
+
+    Args:
+        points: frontier.json rows (`method`, `label`, `sqrt_kl`, `gold_delta`, `gold_delta_ci95`, `rm_delta`).
+        fits: frontier.json `fits` ({method: {"sqrt_kl": grid, "gold"|"proxy": {"curve": values}}}).
+        names: display name of each method (default: the method key).
+    """
+    fig, axes = _pyplot().subplots(1, 2, figsize=(12, 4.8))
+    panels = ((axes[0], "gold_delta", "gold", "gold reward − SFT's"),
+              (axes[1], "rm_delta", "proxy", "proxy (learned RM) reward − SFT's"))
+    for ax, key, fit_key, ylabel in panels:
+        for i, method in enumerate(dict.fromkeys(p["method"] for p in points)):
+            pts = sorted(((p["sqrt_kl"], p[key], p) for p in points if p["method"] == method
+                          and all(isinstance(p.get(k), (int, float)) and math.isfinite(p[k])
+                                  for k in ("sqrt_kl", key))), key=lambda t: t[0])
+            if not pts:
+                continue
+            color = f"C{i}"
+            ax.plot([0.0] + [x for x, _, _ in pts], [0.0] + [y for _, y, _ in pts], marker="o", color=color,
+                    label=(names or {}).get(method, method))
+            for x, y, p in pts:
+                if key == "gold_delta" and p.get("gold_delta_ci95"):
+                    lo, hi = p["gold_delta_ci95"]
+                    ax.errorbar([x], [y], yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]], fmt="none",
+                                color=color, capsize=3, alpha=0.6)
+                ax.annotate(p["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            fit = fits.get(method, {})
+            if fit_key in fit:
+                ax.plot(fit["sqrt_kl"], fit[fit_key]["curve"], linestyle="--", color=color, alpha=0.7)
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xlabel("√KL(policy ‖ SFT)  [√nats per response]")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Gold reward (what the annotator wants)")
+    axes[1].set_title("Proxy reward (the learned RM)")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig

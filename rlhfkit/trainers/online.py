@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from rlhfkit import losses
 from rlhfkit.atomic import write_text
@@ -38,6 +39,7 @@ from rlhfkit.models.load import (
 )
 from rlhfkit.models.policy import ActorCritic
 from rlhfkit.models.reward import RewardModel
+from rlhfkit.rewards import make_reward
 from rlhfkit.rollout import Rollout, collect_rollout
 from rlhfkit.tracking import Tracker, progress
 from rlhfkit.trainers import checkpoint, loop
@@ -114,6 +116,11 @@ def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
         # the policy computes at step 0 (KL = 0). A bf16 copy rounded weights and residual stream (issue 10
         # measured a step-1 KL of 0.04 nats at 128 tokens on a 135M-shaped model)
         ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
+    # the frozen models are never prepared by accelerate (no gradients, nothing to shard): they go to the
+    # device of this process (accelerate's, once an Accelerator exists; else the CPU)
+    device = PartialState().device
+    if ref_lm is not None:
+        ref_lm.to(device)
     critic = None
     if with_value and getattr(cfg, "value_model", None):
         critic_tok = load_tokenizer(cfg.value_model)
@@ -122,13 +129,15 @@ def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
         critic = load_sequence_classifier(cfg.value_model, tokenizer=tokenizer)
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(critic)
-    if reward_model is None:
+    if reward_model is None and cfg.reward_model is not None:
         reward_model = RewardModel.from_pretrained(cfg.reward_model)
         # the RM runs under bf16 autocast anyway: store it in bf16 (half its memory; no ratio or KL reads it)
         reward_model.model.requires_grad_(False).to(torch.bfloat16 if cfg.dtype == "bf16" else torch.float32)
+        reward_model.model.to(device)
+    reward_model = make_reward(reward_model, cfg.reward_fn)  # + the --reward-fn terms, summed
     # train mode for every training forward, so --gradient-checkpointing recomputes (HF checkpoints only in
     # train mode); dropout is p = 0 (`load_causal_lm`), so train mode computes what eval mode does
-    return ActorCritic(lm, critic, with_value).train(), ref_lm, tokenizer, reward_model
+    return ActorCritic(lm, critic, with_value).to(device).train(), ref_lm, tokenizer, reward_model
 
 
 def prompt_batch(prompts: list, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> list:
@@ -223,19 +232,15 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     if len(prompts) < cfg.batch_size:
         raise DataError(cfg.prompts or "prompts", None, None,
                         f"{len(prompts)} prompts, fewer than --batch-size {cfg.batch_size}")
-    if reward_model is None and cfg.reward_model is None:
-        raise ConfigError("missing required config key 'reward_model' (--reward-model)")
+    if reward_model is None and cfg.reward_model is None and not cfg.reward_fn:
+        raise ConfigError("config key 'reward_model': give a reward model (--reward-model), one or more "
+                          "--reward-fn, or both")
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
     actor_critic, ref_lm, tokenizer, reward_model = (algo.build_models or build_models)(
         cfg, reward_model, algo.with_value)
     optimizer, scheduler = loop.make_optimizer(actor_critic, cfg.optim, cfg.steps * algo.updates(cfg))
     model, optimizer, scheduler = accelerator.prepare(actor_critic, optimizer, scheduler)
-    # the frozen models are not prepared (no gradients, nothing to shard): they follow the policy's device
-    if ref_lm is not None:
-        ref_lm.to(accelerator.device)
-    if isinstance(reward_model, RewardModel):
-        reward_model.model.to(accelerator.device)
     kl_ctl = (losses.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl
               else losses.FixedKLController(cfg.kl_coef))
     state = OnlineState(kl_ctl=kl_ctl)

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from rlhfkit.eval.best_of_n import best_of_n_rows, bon_curve, bon_expected, bon_kl, bon_weights, curve_ns
+from rlhfkit.eval.best_of_n import best_of_n_rows, bon_points, bon_expected, bon_weights, curve_ns
 from rlhfkit.eval.compare import ROW_KEYS, summarize
+from rlhfkit.losses import bon_kl  # tested in tests/test_losses_critic_free.py
 
 
 def brute_force(proxy, gold, n):
@@ -66,14 +67,6 @@ def test_bad_n_and_scores_are_refused():
         bon_weights([0.0, 1.0], 3)
     with pytest.raises(ValueError, match="finite"):
         bon_weights([0.0, math.nan], 1)
-    with pytest.raises(ValueError, match="n >= 1"):
-        bon_kl(0)
-
-
-def test_bon_kl_values():
-    assert bon_kl(1) == 0.0
-    assert bon_kl(2) == pytest.approx(0.6931471805599453 - 0.5, abs=1e-12)  # ln 2 − 1/2 = 0.19315
-    assert bon_kl(16) == pytest.approx(2.772588722239781 - 15 / 16, abs=1e-12)  # ln 16 − 15/16 = 1.83509
 
 
 def test_curve_ns():
@@ -127,7 +120,7 @@ def test_rows_without_gold_leave_it_out():
 def test_curve_points_are_per_n_means():
     samples = _samples()
     proxy, gold = [s["rm_reward"] for s in samples], [s["gold_reward"] for s in samples]
-    curve = bon_curve(proxy, gold, seed=1)
+    curve = bon_points(proxy, gold, seed=1)
     assert [p["n"] for p in curve] == [1, 2, 4]
     # n = 1: gold (2.5 + 0.5)/2 = 1.5; n = 2: (13/6 + 5/6)/2 = 1.5; n = 4: argmaxes y0 (gold 1) and y3 (1)
     assert [p["gold_reward"] for p in curve] == pytest.approx([1.5, 1.5, 1.0], abs=1e-12)
@@ -136,7 +129,7 @@ def test_curve_points_are_per_n_means():
     assert [p["kl"] for p in curve] == [bon_kl(1), bon_kl(2), bon_kl(4)]
     low, high = curve[0]["gold_reward_ci95"]
     assert 0.5 <= low <= 1.5 <= high <= 2.5  # a bootstrap over the two prompts' means 2.5 and 0.5
-    no_gold = bon_curve(proxy, None, ns=[2])
+    no_gold = bon_points(proxy, None, ns=[2])
     assert set(no_gold[0]) == {"n", "kl", "rm_reward", "rm_reward_ci95"}
 
 

@@ -148,3 +148,20 @@ def test_command_runs_end_to_end_with_a_reward_model(command, tiny_llama, tiny_b
                  "2", "--group-size", "2", "--max-new-tokens", "4", "--dtype", "fp32"]) == 0
     assert "policy saved to" in capsys.readouterr().out
     assert len(rows_of(out)) == 2 and (out / "policy" / "adapter_config.json").is_file()
+
+
+def test_a_python_reward_function_replaces_the_reward_model(tiny_llama, tmp_path):
+    """`--reward-fn file.py:fn` (no RM): the scores logged are the function's (here: the response length in
+    characters, weighted 0.5)."""
+    from rlhfkit.cli import main
+
+    fn = tmp_path / "my_reward.py"
+    fn.write_text("def chars(prompts, completions):\n    return [len(c) for c in completions]\n")
+    out = tmp_path / "fn"
+    assert main(["grpo", "--policy", tiny_llama, "--reward-fn", f"{fn}:chars=0.5", "--prompts",
+                 write_prompts(tmp_path / "prompts.jsonl"), "--output", str(out), "--steps", "1", "--batch-size",
+                 "2", "--group-size", "2", "--max-new-tokens", "4", "--dtype", "fp32"]) == 0
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert all(s["score"] == 0.5 * len(s["response"]) for s in samples)
+    assert main(["grpo", "--policy", tiny_llama, "--reward-fn", "nosuchmodule_xyz:f", "--prompts", "p",
+                 "--output", str(out)]) == 2
