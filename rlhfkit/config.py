@@ -245,6 +245,9 @@ class PPOConfig(OnlineConfig):
     score_clip: float | None = _f(None, "clip (normalised) scores to [-x, x]", gt=0)
 
 
+Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_baseline", "reinforce_pp"]
+
+
 @dataclass
 class CriticFreeConfig(OnlineConfig):
     """What GRPO, RLOO and REINFORCE++ share: k completions per prompt, no critic (ALGORITHMS.md §8)."""
@@ -253,7 +256,7 @@ class CriticFreeConfig(OnlineConfig):
     batch_size: int = _f(4, "prompts per rollout batch (per process); batch_size · group_size rollouts", ge=1)
     num_iterations: int = _f(1, "passes over each rollout batch (μ in the GRPO paper)", ge=1)
     num_minibatches: int = _f(1, "shuffled minibatches per pass (each one optimiser step)", ge=1)
-    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_baseline", "reinforce_pp"] = _f(
+    advantage: Advantage = _f(
         "grpo", "advantage estimator: group-normalised (grpo), group-centred (dr_grpo), leave-one-out (rloo), "
         "group-centred then batch-whitened (reinforce_baseline), or token-level returns with the k1 KL in the "
         "reward, batch-whitened (reinforce_pp, REINFORCE++)")
@@ -304,30 +307,31 @@ class GRPOConfig(CriticFreeConfig):
 
 
 @dataclass
-class RLOOConfig(CriticFreeConfig):
-    """`rlhfkit rloo`: RLOO (leave-one-out baseline, k1 KL in the reward, sequence-level ratio)."""
+class _KLInRewardConfig(CriticFreeConfig):
+    """RLOO's and REINFORCE++'s shared defaults: the k1 KL in the reward, β 0.05 (TRL's RLOO default)."""
 
-    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_baseline", "reinforce_pp"] = _f(
-        "rloo", "advantage estimator (see `rlhfkit grpo --help`)")
     kl_in: Literal["loss", "reward"] = _f("reward", "where the KL goes (see `rlhfkit grpo --help`)")
     kl_estimator: Literal["k3_ratio", "k2", "k1"] = _f("k1", "KL estimator (k1 in the reward)")
-    ratio: Literal["token", "sequence"] = _f("sequence", "importance ratio per sequence (TRL's RLOO) or token")
-    kl_coef: float = _f(0.05, "β in r' = r − β Σ_t k1 (TRL's RLOO default)", ge=0)
+    kl_coef: float = _f(0.05, "β in the reward: r' = r − β Σ_t k1 (RLOO), r_t = −β·k1_t (REINFORCE++)", ge=0)
 
 
 @dataclass
-class ReinforcePPConfig(CriticFreeConfig):
+class RLOOConfig(_KLInRewardConfig):
+    """`rlhfkit rloo`: RLOO (leave-one-out baseline, k1 KL in the reward, sequence-level ratio)."""
+
+    advantage: Advantage = _f("rloo", "advantage estimator (see `rlhfkit grpo --help`)")
+    ratio: Literal["token", "sequence"] = _f("sequence", "importance ratio per sequence (TRL's RLOO) or token")
+
+
+@dataclass
+class ReinforcePPConfig(_KLInRewardConfig):
     """`rlhfkit reinforce-pp`: REINFORCE++ (k1 KL in the per-token reward, returns whitened over the batch)."""
 
-    advantage: Literal["grpo", "dr_grpo", "rloo", "reinforce_baseline", "reinforce_pp"] = _f(
-        "reinforce_pp", "advantage estimator (see `rlhfkit grpo --help`)")
-    kl_in: Literal["loss", "reward"] = _f("reward", "where the KL goes (see `rlhfkit grpo --help`)")
-    kl_estimator: Literal["k3_ratio", "k2", "k1"] = _f("k1", "KL estimator (k1 in the reward)")
-    kl_coef: float = _f(0.05, "β in r_t = −β·k1_t", ge=0)
+    advantage: Advantage = _f("reinforce_pp", "advantage estimator (see `rlhfkit grpo --help`)")
 
 
 def check_on_policy(generation: GenerationConfig, lora: LoraConfig) -> None:
-    """An on-policy trainer (PPO; later GRPO, RLOO) scores its samples with the full softmax at τ and trains in
+    """An on-policy trainer (PPO, GRPO, RLOO, REINFORCE++) scores its samples with the full softmax at τ and trains in
     train mode, so it refuses sampling truncation and LoRA dropout: either would make ratio ≠ 1 and KL ≠ 0
     at step 0, and every later ratio and KL describe a distribution that was not sampled."""
     if not generation.is_exact:
