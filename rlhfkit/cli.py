@@ -169,7 +169,7 @@ def run_frontier(cfg: C.FrontierConfig) -> None:
     from rlhfkit.frontier import run_frontier as frontier
 
     result = frontier(cfg)
-    out = cfg.output or f"{cfg.demo}/frontier"
+    out = cfg.output_dir
     for p in result["points"]:
         print(f"{p['method']} {p['label']}: KL {p['kl']:.2f} nats, gold gain {p['gold_delta']:+.3f}, "
               f"RM gain {p['rm_delta']:+.3f}")
@@ -191,8 +191,8 @@ COMMANDS = {
     "eval": (C.EvalConfig, run_eval, "compare policies on held-out prompts (gold/RM reward, KL, length, report)"),
     "bon": (C.BonConfig, run_bon, "best-of-n by the reward model vs the SFT policy, and its reward-KL curve"),
     "demo": (C.DemoConfig, run_demo, "the whole RLHF loop on the embedded models, with a report"),
-    "frontier": (C.FrontierConfig, run_frontier, "the reward–KL frontier on a demo's prefs and RM: a β sweep per "
-                 "method plus best-of-n (the full sweep: an hour or more on 2 CPU cores)"),
+    "frontier": (C.FrontierConfig, run_frontier, "the reward–KL frontier on a demo's prefs and RM: a β sweep "
+                 "per method plus best-of-n (the full sweep: an hour or more on 2 CPU cores)"),
 }
 
 

@@ -528,7 +528,8 @@ class BonConfig:
 
 FRONTIER_METHODS = ("ppo", "dpo", "grpo", "rloo", "reinforce_pp", "bon")  # what `rlhfkit frontier` can sweep
 # `rlhfkit frontier --quick`: a smoke run (2 β per method at the ends of each default list, 2 steps, 1 DPO
-# epoch, 4 held-out prompts with one sample each, best-of-n up to 4), applied at load time under YAML and flags
+# epoch, 4 held-out prompts with one sample each, best-of-n up to 4), applied at load time under YAML and
+# flags
 FRONTIER_QUICK_PRESET = {"ppo_kl_coef": "0.01,0.1", "dpo_beta": "0.05,1", "grpo_kl_coef": "0,0.1",
                          "rloo_kl_coef": "0.01,0.2", "reinforce_pp_kl_coef": "0.01,0.2", "steps": 2,
                          "dpo_epochs": 1, "eval_prompts": 4, "eval_samples_per_prompt": 1, "bon_max_n": 4}
@@ -539,15 +540,16 @@ class FrontierConfig:
     """`rlhfkit frontier`: the reward–KL frontier on a finished demo's preferences and reward model.
 
     Sweeps the KL strength β of each method (one training run per value, each a resumable stage with a
-    done.json marker), adds best-of-n from the SFT policy (n = 1, 2, 4, ..., bon_max_n; no training), evaluates
-    every point on the same held-out prompts with the same gold, proxy (the demo's RM) and KL, and writes
-    frontier.json (points, Gao et al. fits, over-optimisation notes) and frontier.html. The full sweep trains
-    12 policies: an hour or more on 2 CPU cores (a progress bar shows the ETA); --quick is a smoke run."""
+    done.json marker), adds best-of-n from the SFT policy (n = 1, 2, 4, ..., bon_max_n; no training),
+    evaluates every point on the same held-out prompts with the same gold, proxy (the demo's RM) and KL, and
+    writes frontier.json (points, Gao et al. fits, over-optimisation notes) and frontier.html. The full
+    sweep trains 12 policies: an hour or more on 2 CPU cores (a progress bar shows the ETA); --quick is a smoke run."""
 
-    demo: str | None = _f(None, "a finished `rlhfkit demo` folder: its config.yaml (policy, seed, prompt split, "
-                                "method settings), prefs/ and rm/ are reused", required=True)
+    demo: str | None = _f(None, "a finished `rlhfkit demo` folder: its config.yaml (policy, seed, prompt "
+                                "split, method settings), prefs/ and rm/ are reused", required=True)
     output: str | None = _f(None, "output folder (default: DEMO/frontier); a rerun skips finished points")
-    methods: str = _f("ppo,dpo,grpo,rloo,bon", "methods swept, comma-separated: " + ", ".join(FRONTIER_METHODS))
+    methods: str = _f("ppo,dpo,grpo,rloo,bon",
+                      "methods swept, comma-separated: " + ", ".join(FRONTIER_METHODS))
     # The β lists spread the points in KL and each holds the demo's default, so a point the demo trained with
     # the same settings is reused, not retrained. Measured: PPO β 0.1 ends at KL 1.3-2.4 nats after 50 steps
     # (README); DPO β 0.05 / 0.1 / 0.3 at KL 6.1 / 5.1 / 3.2 (DPOConfig), so β 1 should sit near 1-2 nats.
@@ -555,18 +557,27 @@ class FrontierConfig:
     ppo_kl_coef: str = _f("0.01,0.03,0.1", "PPO β values (kl_coef), comma-separated")
     dpo_beta: str = _f("0.05,0.1,1", "DPO β values, comma-separated")
     grpo_kl_coef: str = _f("0,0.02,0.1", "GRPO β values (kl_coef of the KL loss; 0 = none), comma-separated")
-    rloo_kl_coef: str = _f("0.01,0.05,0.2", "RLOO β values (kl_coef of the k1 KL in the reward), comma-separated")
-    reinforce_pp_kl_coef: str = _f("0.01,0.05,0.2", "REINFORCE++ β values, comma-separated (when in --methods)")
-    bon_max_n: int = _f(64, "best-of-n: responses sampled per held-out prompt; points at n = 1, 2, 4, ..., this",
-                        ge=1)
-    steps: int | None = _f(None, "training steps of every online point (default: the demo's, per method)", ge=1)
+    rloo_kl_coef: str = _f("0.01,0.05,0.2", "RLOO β values (kl_coef of the k1 KL in the reward), "
+                                             "comma-separated")
+    reinforce_pp_kl_coef: str = _f("0.01,0.05,0.2", "REINFORCE++ β values, comma-separated (when in "
+                                                     "--methods)")
+    bon_max_n: int = _f(64, "best-of-n: responses sampled per held-out prompt; points at n = 1, 2, 4, ..., "
+                            "this", ge=1)
+    steps: int | None = _f(None, "training steps of every online point (default: the demo's, per method)",
+                           ge=1)
     dpo_epochs: int | None = _f(None, "epochs of every DPO point (default: the demo's)", ge=1)
-    eval_prompts: int | None = _f(None, "held-out prompts every point is evaluated on (default: the demo's)", ge=1)
-    eval_samples_per_prompt: int | None = _f(None, "responses per held-out prompt and trained point (default: the "
-                                                   "demo's)", ge=1)
-    quick: bool = _f(False, "a smoke run: the tiny sizes of FRONTIER_QUICK_PRESET (YAML and flags override them)",
-                     preset=FRONTIER_QUICK_PRESET)
+    eval_prompts: int | None = _f(None, "held-out prompts every point is evaluated on (default: the demo's)",
+                                  ge=1)
+    eval_samples_per_prompt: int | None = _f(None, "responses per held-out prompt and trained point "
+                                                   "(default: the demo's)", ge=1)
+    quick: bool = _f(False, "a smoke run: the tiny sizes of FRONTIER_QUICK_PRESET (YAML and flags override "
+                            "them)", preset=FRONTIER_QUICK_PRESET)
     force: bool = _f(False, "retrain and re-evaluate every point even if its outputs exist")
+
+    @property
+    def output_dir(self) -> str:
+        """Where the sweep writes: `output`, else DEMO/frontier."""
+        return self.output or f"{self.demo.rstrip('/')}/frontier"
 
     @property
     def method_list(self) -> list[str]:
@@ -583,8 +594,8 @@ class FrontierConfig:
         asked = [m.strip() for m in self.methods.split(",")]
         unknown = [m for m in asked if m not in FRONTIER_METHODS]
         if unknown or len(set(asked)) != len(asked):
-            raise ConfigError(f"config key 'methods': {self.methods!r}; choose each of {', '.join(FRONTIER_METHODS)} "
-                              "at most once (comma-separated)")
+            raise ConfigError(f"config key 'methods': {self.methods!r}; choose each of "
+                              f"{', '.join(FRONTIER_METHODS)} at most once (comma-separated)")
         for method in (m for m in self.method_list if m != "bon"):
             key = "dpo_beta" if method == "dpo" else f"{method}_kl_coef"
             _check_betas(key, getattr(self, key), positive=method == "dpo")

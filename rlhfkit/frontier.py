@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 
 FIT_GRID = 50  # √KL values at which frontier.json tabulates each fitted curve for the chart
 # the per-method statistics of `compare.summarize` that a frontier row copies
-ROW_FIGURES = ("kl", "kl_ci95", "gold_reward", "gold_reward_ci95", "rm_reward", "rm_reward_ci95", "gold_delta",
-               "gold_delta_ci95", "win_rate_gold", "win_rate_gold_ci95", "response_len", "eos_rate")
+ROW_FIGURES = ("kl", "kl_ci95", "gold_reward", "gold_reward_ci95", "rm_reward", "rm_reward_ci95",
+               "gold_delta", "gold_delta_ci95", "win_rate_gold", "win_rate_gold_ci95", "response_len",
+               "eos_rate")
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ def load_demo(run: Path) -> DemoConfig:
     model are checked to exist and to have been made with these settings (their done.json keys)."""
     path = run / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"config key 'demo': {run} has no config.yaml; pass the output folder of a finished "
-                          "`rlhfkit demo`")
+        raise ConfigError(f"config key 'demo': {run} has no config.yaml; pass the output folder of a "
+                          "finished `rlhfkit demo`")
     try:
         demo_cfg = build(DemoConfig, {**load_yaml(str(path)), "output": str(run), "force": False})
     except ConfigError as e:
@@ -99,11 +100,27 @@ def train_point(point_cfg: DemoConfig, point: Point, train_prompts: list, run: P
 
 
 def demo_policy(run: Path, method: str, key: str) -> Path | None:
-    """The demo's own `method` policy when the demo trained it with exactly the point's settings (same key)."""
-    marker = run / method / "done.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == key and (run / method / "policy").is_dir():
-        return run / method / "policy"
+    """The demo's own `method` policy when the demo trained it with exactly the point's settings (same
+    stage key), else None."""
+    marker, policy = run / method / "done.json", run / method / "policy"
+    if marker.is_file() and json.loads(marker.read_text()).get("key") == key and policy.is_dir():
+        return policy
     return None
+
+
+def train_or_reuse(cfg: FrontierConfig, demo_cfg: DemoConfig, point: Point, train_prompts: list,
+                   stage) -> tuple[str, str]:
+    """The point's policy folder and stage key: the demo's own run when it has the same settings, else this
+    sweep's stage (trained unless its done.json holds the same key). `stage(name, fn, key)` runs a stage."""
+    run, out = Path(cfg.demo), Path(cfg.output_dir)
+    point_cfg = point_config(demo_cfg, point, cfg)
+    key = stage_keys(point_cfg, [point.method])[point.method]
+    reused = None if cfg.force else demo_policy(run, point.method, key)
+    if reused is not None:
+        log.info("frontier: %s is the demo's own %s run (same settings), reused", point.name, point.method)
+        return str(reused), key
+    stage(point.name, lambda: train_point(point_cfg, point, train_prompts, run, out / point.name), key)
+    return str(out / point.name / "policy"), key
 
 
 def best_of_n(demo_cfg: DemoConfig, prompts: list, max_n: int, rm_dir: Path, out: Path) -> dict:
@@ -119,7 +136,8 @@ def best_of_n(demo_cfg: DemoConfig, prompts: list, max_n: int, rm_dir: Path, out
     for n in ns:
         for row, bon_row in zip(rows, best_of_n_rows(samples, n, f"bon_{n}")):
             row.update(bon_row)
-    sampler = {k: getattr(demo_cfg.generation, k) for k in ("temperature", "top_p", "top_k", "max_new_tokens")}
+    sampler = {k: getattr(demo_cfg.generation, k)
+               for k in ("temperature", "top_p", "top_k", "max_new_tokens")}
     result = {"policies": [BASELINE] + [f"bon_{n}" for n in ns], "rows": rows, "sampler": sampler}
     return save_evaluation(out / "eval.json", result, baseline=BASELINE, seed=demo_cfg.seed)
 
@@ -134,14 +152,16 @@ def frontier_rows(points: list[Point], methods: dict[str, dict], bon: dict[str, 
     """
     rows = [_row(p.method, {"beta": p.beta}, p.name, methods[p.name], methods["sft"]) for p in points]
     bon_names = sorted((name for name in bon if name != BASELINE), key=lambda name: int(name.split("_")[1]))
-    rows += [_row("bon", {"n": int(name.split("_")[1])}, name, bon[name], bon[BASELINE]) for name in bon_names]
+    rows += [_row("bon", {"n": int(name.split("_")[1])}, name, bon[name], bon[BASELINE])
+             for name in bon_names]
     return rows
 
 
 def _row(method: str, knob: dict, name: str, stats: dict, baseline: dict) -> dict:
     label = f"β {knob['beta']:g}" if "beta" in knob else f"n {knob['n']}"
-    return {"method": method, **knob, "name": name, "label": label, "sqrt_kl": math.sqrt(max(stats["kl"], 0.0)),
-            **{k: stats[k] for k in ROW_FIGURES if k in stats}, "rm_delta": stats["rm_reward"] - baseline["rm_reward"]}
+    return {"method": method, **knob, "name": name, "label": label,
+            "sqrt_kl": math.sqrt(max(stats["kl"], 0.0)), **{k: stats[k] for k in ROW_FIGURES if k in stats},
+            "rm_delta": stats["rm_reward"] - baseline["rm_reward"]}
 
 
 def gao_fits(rows: list[dict]) -> dict[str, dict]:
@@ -157,7 +177,8 @@ def gao_fits(rows: list[dict]) -> dict[str, dict]:
         d = [r["sqrt_kl"] for r in points]
         informative = len({x for x in d if x > 0})
         if informative < 2:
-            fits[method] = {"form": form, "skipped": f"not fitted: needs 2 points with KL > 0, has {informative}"}
+            fits[method] = {"form": form,
+                            "skipped": f"not fitted: needs 2 points with KL > 0, has {informative}"}
             continue
         grid = np.linspace(0.0, max(d), FIT_GRID)  # [FIT_GRID]
         entry = {"form": form, "n_points": len(points), "sqrt_kl": grid.tolist()}
@@ -185,10 +206,12 @@ def _digest(obj) -> str:
 
 def run_frontier(cfg: FrontierConfig) -> dict:
     """Train the points (resumable stages), evaluate them and best-of-n, write frontier.json and frontier.html
-    (and the demo's report.html again, which links to it when it is in DEMO/frontier). Returns frontier.json."""
+    (and the demo's report.html again, which links to it when it is in DEMO/frontier).
+
+    Returns: frontier.json's content."""
     run = Path(cfg.demo)
     demo_cfg = load_demo(run)
-    out = Path(cfg.output) if cfg.output else run / "frontier"
+    out = Path(cfg.output_dir)
     save_config(cfg, out / "config.yaml")
     loop.seed_everything(demo_cfg.seed)
     train_prompts, heldout = split_prompts(demo_cfg)
@@ -198,23 +221,16 @@ def run_frontier(cfg: FrontierConfig) -> dict:
     prompts = heldout[: eval_cfg.eval_prompts]
     points = [Point(m, b) for m in cfg.method_list if m != "bon" for b in cfg.betas(m)]
     has_bon = "bon" in cfg.method_list
-    log.info("frontier: %d training runs, one evaluation of them on %d held-out prompts%s; the full sweep takes "
-             "an hour or more on 2 CPU cores", len(points), len(prompts),
+    log.info("frontier: %d training runs, one evaluation of them on %d held-out prompts%s; the full sweep "
+             "takes an hour or more on 2 CPU cores", len(points), len(prompts),
              f", best-of-n up to n = {cfg.bon_max_n}" if has_bon else "")
     timings: dict[str, float] = {}
     stage = lambda name, fn, key: run_stage(name, out, cfg.force, fn, timings, key)  # noqa: E731
     bar = progress(total=len(points) + 2, desc="frontier points")
     policies, point_keys = {"sft": demo_cfg.policy}, {}
     for point in points:
-        point_cfg = point_config(demo_cfg, point, cfg)
-        key = stage_keys(point_cfg, [point.method])[point.method]
-        reused = None if cfg.force else demo_policy(run, point.method, key)
-        if reused is not None:
-            log.info("frontier: %s is the demo's own %s run (same settings), reused", point.name, point.method)
-        else:
-            stage(point.name, lambda p=point, c=point_cfg: train_point(c, p, train_prompts, run, out / p.name), key)
-        policies[point.name] = str(reused or out / point.name / "policy")
-        point_keys[point.name] = key
+        policies[point.name], point_keys[point.name] = train_or_reuse(cfg, demo_cfg, point, train_prompts,
+                                                                      stage)
         bar.update()
     rm_key = stage_keys(demo_cfg, [])["rm"]
     sampling = [demo_cfg.policy, demo_cfg.seed, to_dict(demo_cfg.generation), demo_cfg.generation_batch_size,
@@ -229,8 +245,9 @@ def run_frontier(cfg: FrontierConfig) -> dict:
     bar.close()
     frontier = assemble_frontier(
         points, methods, bon, demo=str(run), n_eval_prompts=len(prompts),
-        eval_samples_per_prompt=eval_cfg.eval_samples_per_prompt, bon_samples_per_prompt=cfg.bon_max_n if has_bon
-        else None, kl="k1 sequence KL to the SFT policy, sampled (trained points); log n − (n−1)/n (best-of-n)",
+        eval_samples_per_prompt=eval_cfg.eval_samples_per_prompt,
+        bon_samples_per_prompt=cfg.bon_max_n if has_bon else None,
+        kl="k1 sequence KL to the SFT policy, sampled (trained points); log n − (n−1)/n (best-of-n)",
         stage_seconds=timings, config=to_dict(cfg))
     write_text(out / "frontier.json", json.dumps(frontier, indent=2))
     from rlhfkit.report.frontier_page import build_frontier_report

@@ -25,8 +25,8 @@ def overoptimisation_warnings(
             `rollout/kl`, `rollout/response_len`, shared by PPO, GRPO, RLOO and REINFORCE++; missing or None
             values are skipped); [] for a method without rollouts (DPO).
         baseline, candidate: the held-out statistics of the SFT policy and the trained one, as
-            eval/eval.json's `methods` holds them (`rm_reward`; the candidate's `gold_delta_ci95` and `kl`); missing keys skip
-            the checks that need them.
+            eval/eval.json's `methods` holds them (`rm_reward`; the candidate's `gold_delta_ci95` and `kl`);
+            missing keys skip the checks that need them.
         kl_threshold: warn when the final KL per sequence exceeds this many nats.
         length_drift: warn when the mean response length changes by more than this fraction.
         method: the method's name in the sentences ("first vs last third of GRPO steps").
@@ -65,8 +65,8 @@ def response_length_drift(rows: list[dict], length_drift: float = 0.5, method: s
     if abs(change) <= length_drift:
         return None
     return (f"Mean response length drifted from {first:.1f} to {last:.1f} tokens ({change:+.0%}, more than "
-            f"the ±{length_drift:.0%} allowed; first vs last third of {method} steps): the policy may be gaming "
-            "length rather than quality.")
+            f"the ±{length_drift:.0%} allowed; first vs last third of {method} steps): the policy may be "
+            "gaming length rather than quality.")
 
 
 def final_kl_too_high(rows: list[dict], candidate: dict, kl_threshold: float = 10.0,
@@ -121,7 +121,8 @@ def sweep_overoptimisation(points: list[dict]) -> list[dict]:
     notes = []
     for method in dict.fromkeys(p["method"] for p in points):
         sweep = [origin] + sorted((p for p in points if p["method"] == method), key=lambda p: p["kl"])
-        worse = [b["rm_delta"] > a["rm_delta"] and b["gold_delta"] < a["gold_delta"] for a, b in zip(sweep, sweep[1:])]
+        worse = [b["rm_delta"] > a["rm_delta"] and b["gold_delta"] < a["gold_delta"]
+                 for a, b in zip(sweep, sweep[1:])]
         start = None
         for i, is_worse in enumerate([*worse, False]):  # step i goes from sweep[i] to sweep[i + 1]
             if is_worse and start is None:
@@ -135,9 +136,10 @@ def sweep_overoptimisation(points: list[dict]) -> list[dict]:
 def _sweep_note(method: str, first: dict, last: dict) -> dict:
     ci = finite_pair(last.get("gold_delta_ci95"))
     within_noise = ci is not None and ci[1] >= first["gold_delta"]
-    text = (f"{method}: from {first['label']} (KL {first['kl']:.2f}) to {last['label']} (KL {last['kl']:.2f}) "
-            f"the proxy (RM) gain rose {first['rm_delta']:+.3f} → {last['rm_delta']:+.3f} while the gold gain "
-            f"fell {first['gold_delta']:+.3f} → {last['gold_delta']:+.3f}")
+    text = (f"{method}: from {first['label']} (KL {first['kl']:.2f}) to {last['label']} "
+            f"(KL {last['kl']:.2f}) the proxy (RM) gain rose {first['rm_delta']:+.3f} → "
+            f"{last['rm_delta']:+.3f} while the gold gain fell {first['gold_delta']:+.3f} → "
+            f"{last['gold_delta']:+.3f}")
     text += "; within the last point's 95% interval, so possibly noise." if within_noise else "."
     return {"method": method, "from": first["label"], "to": last["label"], "kl_from": first["kl"],
             "kl_to": last["kl"], "proxy_from": first["rm_delta"], "proxy_to": last["rm_delta"],

@@ -41,10 +41,10 @@ def frontier_section(frontier: dict, *, heading: str = "Reward–KL frontier", l
 
 
 def _about(frontier: dict, n_points: int, methods: str) -> str:
-    text = (f"{n_points} points ({methods or 'none'}) on {frontier.get('n_eval_prompts', '?')} held-out prompts, "
-            f"every one scored by the same gold and proxy. Gains are over the SFT policy: for the trained points "
-            f"its evaluation in the same call ({frontier.get('eval_samples_per_prompt', '?')} samples per prompt), "
-            "for best-of-n n = 1 on the same samples")
+    text = (f"{n_points} points ({methods or 'none'}) on {frontier.get('n_eval_prompts', '?')} held-out "
+            "prompts, every one scored by the same gold and proxy. Gains are over the SFT policy: for the "
+            f"trained points its evaluation in the same call ({frontier.get('eval_samples_per_prompt', '?')} "
+            "samples per prompt), for best-of-n n = 1 on the same samples")
     if frontier.get("bon_samples_per_prompt"):
         text += f" ({frontier['bon_samples_per_prompt']} per prompt)"
     return text + f". KL: {frontier.get('kl', '?')}."
@@ -52,11 +52,11 @@ def _about(frontier: dict, n_points: int, methods: str) -> str:
 
 def _notes(notes: list[dict]) -> str:
     if not notes:
-        return ('<p class="ok">No over-optimisation along any sweep: nowhere did the proxy gain rise from one '
-                "point to the next while the gold gain fell.</p>")
+        return ('<p class="ok">No over-optimisation along any sweep: nowhere did the proxy gain rise from '
+                "one point to the next while the gold gain fell.</p>")
     items = "".join(f"<li>{escape(str(n.get('text', '')))}</li>" for n in notes)
-    return (f'<div class="warn"><b>Over-optimisation</b>: where, in KL order, the proxy kept rising while gold '
-            f"fell<ul>{items}</ul></div>")
+    return ('<div class="warn"><b>Over-optimisation</b>: where, in KL order, the proxy kept rising while '
+            f"gold fell<ul>{items}</ul></div>")
 
 
 def _fits_table(fits: dict) -> str:
@@ -69,8 +69,8 @@ def _fits_table(fits: dict) -> str:
             rows.append([escape(method_label(method)), escape(form), escape(str(fit["skipped"])), "", "", ""])
             continue
         gold, proxy = fit.get("gold") or {}, fit.get("proxy") or {}
-        rows.append([escape(method_label(method)), escape(form), num(gold.get("alpha")), num(gold.get("beta")),
-                     num(proxy.get("alpha")), num(proxy.get("beta"))])
+        rows.append([escape(method_label(method)), escape(form), num(gold.get("alpha")),
+                     num(gold.get("beta")), num(proxy.get("alpha")), num(proxy.get("beta"))])
     return ("<p>Gao et al. 2022's forms fitted by least squares to the gains against d = √KL "
             "(R(0) = 0 by construction):</p>"
             + table(["method", "form", "gold α", "gold β", "proxy α", "proxy β"], rows, numeric=(2, 3, 4, 5)))

@@ -56,7 +56,7 @@ class RunFiles:
     online_rows: dict[str, list[dict]] = field(default_factory=dict)  # ONLINE method -> its metrics rows
     eval: dict = field(default_factory=dict)
     frontier: dict = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)  # expected files not in the folder -> what they show
+    missing: dict[str, str] = field(default_factory=dict)  # expected files that are absent -> what they show
     problems: list[str] = field(default_factory=list)  # unreadable files or lines, shown in the report
 
 
@@ -233,8 +233,9 @@ def _setup_sentences(run: RunFiles) -> list[str]:
             continue
         times = [t for t in (finite(r.get("step_time_s")) for r in rows) if t is not None]
         last = rows[-1]
-        out.append(f"{method_label(method)}: {last.get('step', len(rows))} steps; final β ({BETA_KEYS[method]}) "
-                   f"{_num(last.get(BETA_KEYS[method]), '.3g')}; mean step time {_duration(_mean(times))}.")
+        out.append(f"{method_label(method)}: {last.get('step', len(rows))} steps; final β "
+                   f"({BETA_KEYS[method]}) {_num(last.get(BETA_KEYS[method]), '.3g')}; mean step time "
+                   f"{_duration(_mean(times))}.")
     if run.eval:
         out.append(f"Held-out evaluation: {len(_eval_rows(run.eval))} prompts; policies "
                    f"{', '.join(_eval_policies(run.eval))}.")
@@ -244,14 +245,15 @@ def _setup_sentences(run: RunFiles) -> list[str]:
 
 
 def sampler_sentence(sampler: dict) -> str:
-    """How eval/eval.json's responses were sampled, and whether they are samples of the policies themselves."""
+    """How eval/eval.json's responses were sampled, and whether they are samples of the policies
+    themselves."""
     top_p, top_k = finite(sampler.get("top_p")), finite(sampler.get("top_k"))
-    text = (f"Evaluation sampler: temperature {_num(sampler.get('temperature'), 'g')}, top-p {_num(top_p, 'g')}, "
-            f"top-k {'off' if top_k == 0 else _num(top_k, 'g')}")
+    text = (f"Evaluation sampler: temperature {_num(sampler.get('temperature'), 'g')}, "
+            f"top-p {_num(top_p, 'g')}, top-k {'off' if top_k == 0 else _num(top_k, 'g')}")
     if top_p == 1 and top_k == 0:
         return text + " (exact samples of each policy at that temperature)."
-    return (text + ": truncated, so the responses are not samples of the policies themselves and the KL column "
-            "(a k1 estimate that assumes such samples) is only approximate.")
+    return (text + ": truncated, so the responses are not samples of the policies themselves and the KL "
+            "column (a k1 estimate that assumes such samples) is only approximate.")
 
 
 def _setup_section(run: RunFiles) -> str:
@@ -268,7 +270,8 @@ def _setup_section(run: RunFiles) -> str:
         rows.append(["<b>total (wall)</b>", _duration(total), ""])
         parts.append(_table(["stage", "time", "share of wall time"], rows, numeric=(1, 2)))
     if run.missing:
-        items = "".join(f"<li><code>{escape(n)}</code>: {escape(what)}</li>" for n, what in run.missing.items())
+        items = "".join(f"<li><code>{escape(n)}</code>: {escape(what)}</li>"
+                        for n, what in run.missing.items())
         parts.append(f'<div class="note">Not in this run (sections left out):<ul>{items}</ul></div>')
     if run.problems:
         items = "".join(f"<li>{escape(p)}</li>" for p in run.problems)
@@ -286,7 +289,7 @@ def _warnings_section(run: RunFiles, methods: dict, base: str | None) -> str:
     if recorded:
         warnings = run.summary["warnings"]
     else:
-        names = list(dict.fromkeys([m for m in methods if m != base] + [m for m in run.online_rows if m != base]))
+        names = [m for m in dict.fromkeys([*methods, *run.online_rows]) if m != base]
         warnings = [f"{method_label(name)}: {w}" for name in names
                     for w in overoptimisation_warnings(run.online_rows.get(name, []), _method(methods, base),
                                                        _method(methods, name), method=method_label(name))]
@@ -341,15 +344,16 @@ def _curves_section(run: RunFiles) -> str:
     online = {method_label(m): rows for m, rows in run.online_rows.items() if rows}
     for label, rows in online.items():
         parts.append(_figure(plots.proxy_gold_figure(rows, title=f"{label} rollouts: proxy vs gold reward"),
-                             f"{label} rollouts per step: the learned RM (proxy, left axis) and the gold reward "
-                             "of the same samples (right axis). Proxy up while gold goes down = "
+                             f"{label} rollouts per step: the learned RM (proxy, left axis) and the gold "
+                             "reward of the same samples (right axis). Proxy up while gold goes down = "
                              "over-optimising."))
     if online:
         steps = ("A step is one rollout batch (its size differs between methods)." if len(online) > 1 else "")
         kl = plots.methods_series_figure(online, "step", "rollout/kl", "KL to the reference (k1, sampled)",
                                          "nats per response")
         parts.append(_figure(kl, f"KL(policy ‖ reference) per step, one line per method. {steps}".strip()))
-        length = plots.methods_series_figure(online, "step", "rollout/response_len", "Response length", "tokens")
+        length = plots.methods_series_figure(online, "step", "rollout/response_len", "Response length",
+                                             "tokens")
         parts.append(_figure(length, f"Mean response length per step, one line per method. {steps}".strip()))
     return "\n".join(parts) if len(parts) > 1 else ""
 

@@ -208,7 +208,8 @@ def frontier_figure(points: list[dict], fits: dict[str, dict], names: dict[str, 
     labelled with its β or n; gold gains carry their 95% interval; Gao et al.'s fitted form is dashed.
 
     Args:
-        points: frontier.json rows (`method`, `label`, `sqrt_kl`, `gold_delta`, `gold_delta_ci95`, `rm_delta`).
+        points: frontier.json rows (`method`, `label`, `sqrt_kl`, `gold_delta`, `gold_delta_ci95`,
+            `rm_delta`).
         fits: frontier.json `fits` ({method: {"sqrt_kl": grid, "gold"|"proxy": {"curve": values}}}).
         names: display name of each method (default: the method key).
     """

@@ -9,7 +9,10 @@ It is written into a fresh versioned folder that the `checkpoint` symlink switch
 Only the trainable parameters are saved (LoRA adapters and heads, or every weight in full fine-tuning), so a
 LoRA checkpoint is not the whole base model. Loading refuses, with a one-line error, any pickle that does not
 load with torch.load(weights_only=True), before accelerate reads it (accelerate ignores a failure to restore
-the RNG, and resuming without it would not be exact).
+the RNG, and resuming without it would not be exact). That check covers the files in the checkpoint folder
+itself, which is all there is in plain and DDP runs. Under FSDP and DeepSpeed the engines read their own
+sub-folders, with unrestricted unpickling (torch.distributed.checkpoint's `.metadata`, DeepSpeed's
+torch.load(weights_only=False)): resume those only from checkpoints you wrote.
 """
 
 from __future__ import annotations

@@ -240,3 +240,114 @@ def test_heldout_rm_gain_without_gold_gain_warns():
     assert len(flat) == 1 and "did not improve significantly" in flat[0]
     assert overoptimisation_warnings([], sft, {**rlhf, "gold_delta_ci95": [0.05, 0.2]}) == []  # gold confirms
     assert overoptimisation_warnings([], rlhf, {**sft, "gold_delta_ci95": [-0.3, -0.1]}) == []  # RM fell
+
+
+# --- every method the demo trained --------------------------------------------------------------------------
+
+
+def _cf_rows(score, gold, beta):
+    """A critic-free method's metrics rows: the shared rollout/* keys, β under rl/kl_coef."""
+    rows = _ppo_rows(score, gold)
+    for r in rows:
+        del r["ppo/kl_coef"]
+        r["rl/kl_coef"] = beta
+    return rows
+
+
+@pytest.fixture
+def all_methods_run(full_run):
+    """full_run plus GRPO and RLOO training rows, and DPO and REINFORCE++ in the evaluation's statistics."""
+    summary = json.loads((full_run / "summary.json").read_text())
+    stats = lambda gold, rm, lo, hi, beta: {  # noqa: E731
+        "gold_reward": gold, "gold_reward_ci95": [gold - 0.1, gold + 0.1], "rm_reward": rm, "kl": 3.0,
+        "kl_ci95": [2.5, 3.5], "response_len": 11.0, "gold_delta": gold - 0.123, "gold_delta_ci95": [lo, hi],
+        "beta": beta}
+    summary["methods"].update(dpo=stats(0.2, 0.8, -0.1, 0.05, 0.1), grpo=stats(0.3, 0.9, 0.05, 0.3, 0.02),
+                              rloo=stats(0.35, 0.7, 0.1, 0.3, 0.05),
+                              reinforce_pp=stats(0.3, 0.6, 0.1, 0.3, 0.05))
+    _write_json(full_run / "summary.json", summary)
+    up, down = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.35, 0.3, 0.25, 0.2, 0.15, 0.1]
+    _write_jsonl(full_run / "grpo" / "metrics.jsonl", _cf_rows(up, down, 0.02))  # proxy up, gold down
+    _write_jsonl(full_run / "rloo" / "metrics.jsonl", _cf_rows(up, up, 0.05))
+    return full_run
+
+
+def test_report_shows_every_online_method_its_beta_curves_and_warnings(all_methods_run):
+    html = build_report(all_methods_run).read_text()
+    # setup: each online method's steps and final β under its own metric key
+    assert "PPO: 6 steps; final &#946; (ppo/kl_coef) 0.1;" in html
+    assert "GRPO: 6 steps; final &#946; (rl/kl_coef) 0.02;" in html
+    assert "RLOO: 6 steps; final &#946; (rl/kl_coef) 0.05;" in html
+    # methods table: every method with its β
+    for name, beta in (("ppo", "0.1"), ("dpo", "0.1"), ("grpo", "0.02"), ("rloo", "0.05"),
+                       ("reinforce_pp", "0.05")):
+        assert f"<b>{name}</b> (&#946; {beta})" in html, name
+    # warnings per method: GRPO's rollouts (proxy up, gold down), DPO's held-out RM gain without a gold gain
+    warnings = html[html.index("<h2>Warnings"):html.index("<h2>Held-out results")]
+    assert "GRPO: Proxy (learned RM) score rose from 0.150 to 0.550" in warnings
+    assert "third of GRPO steps" in warnings
+    assert "DPO: On held-out prompts the RM reward rose from 0.000 to 0.800" in warnings
+    assert "PPO:" not in warnings and "RLOO:" not in warnings  # both rose: nothing to warn about
+    # held-out: reward-vs-KL, histograms, per-prompt change; RM; proxy/gold for PPO, GRPO, RLOO; KL; length
+    assert html.count('<img src="data:image/png;base64,') == 3 + 1 + 3 + 2
+    assert "GRPO rollouts per step" in html and "RLOO rollouts per step" in html
+    # evaluated, but no training rows in the folder: named
+    assert "<code>reinforce_pp/metrics.jsonl</code>: REINFORCE++ training curves" in html
+    assert "<code>dpo/metrics.jsonl</code>" not in html  # DPO is no online method
+
+
+def test_checks_name_the_method_in_their_sentences():
+    rows = _ppo_rows([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.35, 0.3, 0.25, 0.2, 0.15, 0.1],
+                     kl=[1, 1, 5, 5, 11, 13], length=[20, 20, 25, 25, 31, 31])
+    warnings = overoptimisation_warnings(rows, {}, {}, method="RLOO")
+    assert len(warnings) == 3 and all("RLOO steps" in w for w in warnings)
+    assert not any("PPO" in w for w in warnings)
+
+
+# --- the reward–KL frontier page ---------------------------------------------------------------------------
+
+
+def _frontier():
+    """frontier.json as `rlhfkit frontier` writes it: PPO fitted, DPO skipped, one note with markup in it."""
+    point = lambda method, label, kl, gold, rm: {  # noqa: E731
+        "method": method, "label": label, "kl": kl, "kl_ci95": [kl - 0.2, kl + 0.2], "sqrt_kl": kl ** 0.5,
+        "gold_reward": 0.1 + gold, "gold_delta": gold, "gold_delta_ci95": [gold - 0.02, gold + 0.02],
+        "rm_reward": rm, "rm_delta": rm, "response_len": 20.0}
+    points = [point("ppo", "β 0.1", 1.0, 0.1, 0.3), point("ppo", "β 0.01", 4.0, 0.05, 0.9),
+              point("dpo", "β 0.1", 2.0, 0.12, 0.4), point("bon", "n 4", 0.64, 0.08, 0.5)]
+    return {"demo": "runs/demo", "n_eval_prompts": 60, "eval_samples_per_prompt": 4,
+            "bon_samples_per_prompt": 64, "kl": "k1 sequence KL", "points": points,
+            "fits": {"ppo": {"form": "rl", "n_points": 2, "sqrt_kl": [0.0, 1.0, 2.0],
+                             "gold": {"alpha": 0.1234, "beta": 0.05, "curve": [0.0, 0.1, 0.05]},
+                             "proxy": {"alpha": 0.3, "beta": 0.0, "curve": [0.0, 0.3, 0.6]}},
+                     "dpo": {"form": "rl", "skipped": "not fitted: needs 2 points with KL > 0, has 1"}},
+            "overoptimisation": [{"method": "ppo", "text": "ppo: <proxy> rose while gold fell"}]}
+
+
+def test_frontier_page_shows_chart_fits_notes_and_points(tmp_path):
+    from rlhfkit.report.frontier_page import build_frontier_report
+
+    _write_json(tmp_path / "frontier.json", _frontier())
+    html = build_frontier_report(tmp_path).read_text()
+    assert html.count('<img src="data:image/png;base64,') == 1  # the two-panel chart
+    assert '<div class="warn">' in html and "ppo: &lt;proxy&gt; rose while gold fell" in html
+    assert "0.123" in html and "not fitted: needs 2 points with KL &gt; 0, has 1" in html  # fits table
+    assert "+0.050 [+0.030, +0.070]" in html and "&#946; 0.01" in html  # points table: β 0.01's gold gain
+    assert "4 points (PPO, DPO, best-of-n) on 60 held-out prompts" in html
+
+
+def test_frontier_page_without_notes_says_so_and_a_missing_file_is_a_data_error(tmp_path):
+    from rlhfkit.report.frontier_page import build_frontier_report
+
+    with pytest.raises(DataError, match="frontier.json: not found"):
+        build_frontier_report(tmp_path)
+    _write_json(tmp_path / "frontier.json", {**_frontier(), "overoptimisation": []})
+    assert "No over-optimisation along any sweep" in build_frontier_report(tmp_path).read_text()
+
+
+def test_demo_report_has_a_frontier_section_when_it_ran(full_run):
+    assert "frontier" not in build_report(full_run).read_text().lower()  # none ran: no section, no note
+    _write_json(full_run / "frontier" / "frontier.json", _frontier())
+    html = build_report(full_run).read_text()
+    assert "Reward&#8211;KL frontier (rlhfkit frontier)" in html and 'href="frontier/frontier.html"' in html
+    assert html.count('<img src="data:image/png;base64,') == 7 + 1
