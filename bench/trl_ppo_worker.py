@@ -50,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-6, help="AdamW learning rate (TRL's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gradient-checkpointing", action="store_true", help="TRL's own config default")
+    # the GPU check (scripts/gpu_check.py) runs TRL on CUDA under bf16 autocast; the CPU bench uses neither
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (TrainingArguments.bf16)")
     return p.parse_args()
 
 
@@ -131,9 +134,9 @@ def ppo_config(args: argparse.Namespace) -> PPOConfig:
         learning_rate=args.lr,
         num_sample_generations=0,  # no extra debug generations inside the timed loop
         gradient_checkpointing=args.gradient_checkpointing,  # TRL's configs default to True
-        bf16=False,
+        bf16=args.bf16,
         fp16=False,
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         report_to=[],
         save_strategy="no",
         logging_steps=1,
@@ -181,6 +184,7 @@ def main() -> None:
         "training_times_s": [s["training"] for s in steps],
         "gen_time_s": sum(s["generation"] for s in steps[1:]) / max(1, len(steps) - 1),  # per timed step
         "peak_rss_mb": own_peak_rss_mb(),
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else None,
         "response_lengths": phases.response_lengths,
         "optimizer_steps": len(optimizer_steps),
         "torch_threads": torch.get_num_threads(),

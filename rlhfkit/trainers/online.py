@@ -101,26 +101,13 @@ class Algorithm:
     build_models: Callable | None = None  # default: `build_models` below
 
 
-def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
-    """(actor_critic, ref_lm or None, tokenizer, reward_model). With LoRA the reference is the same weights
-    with the adapters disabled; without, a frozen copy of the initial weights."""
-    tokenizer = load_tokenizer(cfg.policy, padding_side="left")
+def build_actor_critic(cfg: OnlineConfig, tokenizer, with_value: bool = True) -> ActorCritic:
+    """The trained model: the policy (LoRA-wrapped by default) and, for PPO, its value head or critic."""
     lm = load_causal_lm(cfg.policy)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(lm)
-    ref_lm = None
     if cfg.lora.use_lora:
         lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
-    else:
-        # the reference keeps the policy's fp32 weights: under the same autocast it then computes exactly what
-        # the policy computes at step 0 (KL = 0). A bf16 copy rounded weights and residual stream (issue 10
-        # measured a step-1 KL of 0.04 nats at 128 tokens on a 135M-shaped model)
-        ref_lm = copy.deepcopy(lm).eval().requires_grad_(False)
-    # the frozen models are never prepared by accelerate (no gradients, nothing to shard): they go to the
-    # device of this process (accelerate's, once an Accelerator exists; else the CPU)
-    device = PartialState().device
-    if ref_lm is not None:
-        ref_lm.to(device)
     critic = None
     if with_value and getattr(cfg, "value_model", None):
         critic_tok = load_tokenizer(cfg.value_model)
@@ -129,15 +116,34 @@ def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
         critic = load_sequence_classifier(cfg.value_model, tokenizer=tokenizer)
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(critic)
+    actor_critic = ActorCritic(lm, critic, with_value)
+    # FSDP's transformer-based wrapping reads the prepared module's `_no_split_modules`: one unit per layer
+    actor_critic._no_split_modules = getattr(lm, "_no_split_modules", None)
+    return actor_critic
+
+
+def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
+    """(actor_critic, ref_lm or None, tokenizer, reward_model). With LoRA the reference is the same weights
+    with the adapters disabled; without, a frozen copy of the initial weights."""
+    tokenizer = load_tokenizer(cfg.policy, padding_side="left")
+    actor_critic = build_actor_critic(cfg, tokenizer, with_value)
+    # the reference keeps the policy's fp32 weights: under the same autocast it then computes exactly what the
+    # policy computes at step 0 (KL = 0). A bf16 copy rounded weights and residual stream (issue 10 measured a
+    # step-1 KL of 0.04 nats at 128 tokens on a 135M-shaped model)
+    ref_lm = None if cfg.lora.use_lora else copy.deepcopy(actor_critic.lm).eval().requires_grad_(False)
+    # the frozen models are never prepared by accelerate (no gradients, nothing to shard): they go to the
+    # device of this process (accelerate's, once an Accelerator exists; else the CPU)
+    device = PartialState().device
+    if ref_lm is not None:
+        ref_lm.to(device)
     if reward_model is None and cfg.reward_model is not None:
-        reward_model = RewardModel.from_pretrained(cfg.reward_model)
+        reward_model = RewardModel.from_pretrained(cfg.reward_model, device=device)
         # the RM runs under bf16 autocast anyway: store it in bf16 (half its memory; no ratio or KL reads it)
         reward_model.model.requires_grad_(False).to(torch.bfloat16 if cfg.dtype == "bf16" else torch.float32)
-        reward_model.model.to(device)
     reward_model = make_reward(reward_model, cfg.reward_fn)  # + the --reward-fn terms, summed
     # train mode for every training forward, so --gradient-checkpointing recomputes (HF checkpoints only in
     # train mode); dropout is p = 0 (`load_causal_lm`), so train mode computes what eval mode does
-    return ActorCritic(lm, critic, with_value).to(device).train(), ref_lm, tokenizer, reward_model
+    return actor_critic.to(device).train(), ref_lm, tokenizer, reward_model
 
 
 def prompt_batch(prompts: list, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> list:
@@ -224,6 +230,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     out = Path(cfg.output)
     accelerator = loop.make_accelerator(cfg.dtype)
     loop.check_accumulation(accelerator, cfg.optim.grad_accum_steps)
+    loop.check_clipping(accelerator, cfg.optim.max_grad_norm)
     if prompts is None:
         if cfg.prompts is None:
             raise ConfigError("missing required config key 'prompts' (--prompts)")
@@ -286,8 +293,10 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
                         len=f"{metrics['rollout/response_len']:.0f}")
     bar.close()
     checkpoint.save_checkpoint(ckpt, accelerator, state.trainer_state())
+    # under FSDP/DeepSpeed every process takes part in gathering the weights; the main process saves them
+    whole = loop.whole_model(accelerator, model, lambda: build_actor_critic(cfg, tokenizer, algo.with_value))
     if accelerator.is_main_process:
-        loop.save_policy(unwrapped.lm, tokenizer, out / "policy", cfg.merge_lora)
+        loop.save_policy(whole.lm, tokenizer, out / "policy", cfg.merge_lora)
         write_text(out / "summary.json", json.dumps(metrics, indent=2))
     tracker.close()
     return metrics
