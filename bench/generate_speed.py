@@ -11,7 +11,7 @@ tok/s = B · T / seconds, T = decoding steps run (every row stops when all rows 
 Also printed: the one-off copy build, one `sync` (LoRA merge + cast, paid once per optimiser update), and the
 copy's size.
 
-    .venv/bin/python bench/generate_speed.py [--rounds 5] [--batch 8] [--max-new-tokens 48]
+    .venv/bin/python bench/generate_speed.py [--rounds 5] [--batch 8] [--max-new-tokens 48] [--threads N]
 """
 
 from __future__ import annotations
@@ -54,8 +54,7 @@ def copy_costs(lora_lm) -> dict[str, float]:
     start = time.perf_counter()
     sampler.sync(lora_lm)
     sync_s = time.perf_counter() - start
-    copy_mb = sum(t.numel() * t.element_size() for t in sampler.owned.values()) / 2**20
-    return {"copy_build_s": build_s, "sync_s": sync_s, "copy_mb": copy_mb}
+    return {"copy_build_s": build_s, "sync_s": sync_s, "copy_mb": sampler.copy_bytes / 2**20}
 
 
 def main() -> None:
@@ -63,7 +62,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer(MODEL, padding_side="left")
     plain = load_causal_lm(MODEL)
     lora = apply_lora(load_causal_lm(MODEL), LoraConfig(use_lora=True), "CAUSAL_LM")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +30,16 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gpt2")
 def sample_tokens(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None):
     """y ~ softmax(logits / τ) for each row: the full distribution, no top-k / top-p / penalties (ALGORITHMS.md §1).
 
+    By inversion: y = min{k : F_k > u · F_V}, u ~ U[0, 1), F_k = Σ_{j≤k} p_j summed in float64, so every token
+    keeps its fp32 probability up to ~1e-16. (torch.multinomial draws one exponential per vocabulary entry:
+    7.2 ms per [8, 49152] call on this CPU against ~1.5 ms here, at every decoding step.)
     Args: logits [B, V]; generator: None draws from torch's global RNG (seeded by the trainers).
     Returns: (tokens [B] long, logprobs [B] = log softmax(logits / τ)[y], fp32)."""
     logprobs = torch.log_softmax(logits.float() / temperature, -1)  # [B, V]
-    tokens = torch.multinomial(logprobs.exp(), 1, generator=generator)  # [B, 1]
+    cdf = logprobs.exp().double().cumsum(-1)  # [B, V]
+    u = torch.rand(cdf.shape[0], 1, dtype=torch.float64, device=cdf.device, generator=generator)  # [B, 1]
+    # the clamp only matters if u · F_V rounds up to F_V (u within 2^-53 of 1)
+    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=cdf.shape[1] - 1)  # [B, 1]
     return tokens.squeeze(1), logprobs.gather(1, tokens).squeeze(1)
 
 
@@ -101,6 +107,31 @@ def _is_matmul_layer(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, Conv1D))
 
 
+def can_pack(device: torch.device, dtype: torch.dtype | None) -> bool:
+    """Whether oneDNN's prepacked bf16 linear layers are available (x86 CPUs with bf16 support)."""
+    return (device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class PackedLinear(nn.Module):
+    """y = x Wᵀ + b in bf16 with W stored once in oneDNN's blocked layout (what inductor's CPU freezing does).
+    Measured on this 2-core Xeon (AMX), batch 8: 2.0-2.2x faster than F.linear on the same bf16 weight (SmolLM2's
+    MLP and LM-head shapes), bit-identical output. `transposed`: W is stored [in, out] (GPT-2's Conv1D)."""
+
+    def __init__(self, bias: torch.Tensor | None, transposed: bool):
+        super().__init__()
+        self.transposed = transposed
+        self.weight: torch.Tensor | None = None
+        self.bias = bias
+
+    def load_weight(self, weight: torch.Tensor) -> None:
+        weight = weight.t() if self.transposed else weight  # [out, in]
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16).contiguous(), 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.weight, self.bias, "none", [], "")
+
+
 class Sampler:
     """A sampling copy of a causal LM `lm` (peft LoRA or plain), and the decode loop that samples from it.
 
@@ -116,13 +147,16 @@ class Sampler:
         self.autocast_dtype = autocast_dtype
         self.device = next(lm.parameters()).device
         base = lm.get_base_model() if _is_peft(lm) else lm
-        self.owned: dict[str, torch.Tensor] = {}  # name -> tensor of the copy that `sync` writes
+        self.owned: dict[str, Callable[[torch.Tensor], object]] = {}  # name -> how `sync` writes it into the copy
+        self.copy_bytes = 0  # memory of the owned tensors
         self.model = base if autocast_dtype is None and not _is_peft(lm) else self._build_copy(base)
+        self.lean = has_llama_layers(self.model)
         self.sync(lm)
 
     def _build_copy(self, base: nn.Module) -> nn.Module:
         """The model's module tree, built on the meta device, then given tensors: a new one (`owned`) for each
-        weight that is cast to the autocast dtype or merged with LoRA; `base`'s own tensor for the rest."""
+        weight that is cast to the autocast dtype or merged with LoRA (matmul layers become `PackedLinear` where
+        oneDNN allows); `base`'s own tensor for the rest (embeddings, norms, buffers)."""
         import copy
 
         lora_layers = {name for name, module in base.named_modules() if _is_plain_lora_linear(module)}
@@ -130,19 +164,30 @@ class Sampler:
             model = type(base)(copy.deepcopy(base.config))
         model.eval().requires_grad_(False)
         sources = dict(merged_parameters(base, merge=False))
-        for name, module in model.named_modules():
+        packs = can_pack(self.device, self.autocast_dtype)
+        for name, module in list(model.named_modules()):
+            prefix = f"{name}." if name else ""
             cast = self.autocast_dtype is not None and _is_matmul_layer(module)
+            if cast and packs:
+                bias = sources.get(f"{prefix}bias")
+                bias = None if bias is None else bias.detach().to(torch.bfloat16)
+                packed = PackedLinear(bias, transposed=not isinstance(module, nn.Linear))
+                model.set_submodule(name, packed)
+                self.owned[f"{prefix}weight"] = packed.load_weight
+                self.copy_bytes += sources[f"{prefix}weight"].numel() * 2 + (0 if bias is None else bias.numel() * 2)
+                continue
             for pname, _ in list(module.named_parameters(recurse=False)):
-                full = f"{name}.{pname}" if name else pname
-                source = sources[full]
+                source = sources[prefix + pname]
                 dtype = self.autocast_dtype if cast and source.is_floating_point() else source.dtype
                 if name in lora_layers or dtype != source.dtype:  # untied from `base` (and from each other)
-                    self.owned[full] = torch.empty(source.shape, dtype=dtype, device=self.device)
-                    module._parameters[pname] = nn.Parameter(self.owned[full], requires_grad=False)
+                    owned = torch.empty(source.shape, dtype=dtype, device=self.device)
+                    module._parameters[pname] = nn.Parameter(owned, requires_grad=False)
+                    self.owned[prefix + pname] = owned.copy_
+                    self.copy_bytes += owned.numel() * owned.element_size()
                 else:
                     module._parameters[pname] = nn.Parameter(source.detach(), requires_grad=False)
             for bname, _ in list(module.named_buffers(recurse=False)):
-                module._buffers[bname] = base.get_buffer(f"{name}.{bname}" if name else bname)
+                module._buffers[bname] = base.get_buffer(prefix + bname)
         return model
 
     @staticmethod
@@ -157,7 +202,7 @@ class Sampler:
         if self.owned:
             for name, value in merged_parameters(lm):
                 if name in self.owned:
-                    self.owned[name].copy_(value)
+                    self.owned[name](value)
         self.version = self.weights_version(lm)
         self.stepped = False
 
@@ -203,9 +248,56 @@ class Sampler:
                 if t + 1 == max_new_tokens or bool(ended.all()):
                     break
                 attention_mask[:, prompt_len + t] = 1
-                logits = self._forward(tokens[:, None], attention_mask, next_position + t, cache)  # [B, V]
+                if self.lean:
+                    logits = llama_decode_step(self.model, tokens[:, None], attention_mask, next_position + t,
+                                               cache, prompt_len + t)  # [B, V]
+                else:
+                    logits = self._forward(tokens[:, None], attention_mask, next_position + t, cache)  # [B, V]
         self.model.train(was_training)
         return response_ids[:, : t + 1], logprobs[:, : t + 1]
+
+
+LLAMA_STYLE_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+
+def has_llama_layers(model: nn.Module) -> bool:
+    """Whether `llama_decode_step` computes exactly what the model's own forward does: a Llama-style decoder
+    (pre-norm attention + MLP blocks, rotary positions, SDPA, no sliding window, no norms on q / k)."""
+    config = model.config
+    return (config.model_type in LLAMA_STYLE_MODEL_TYPES and config._attn_implementation == "sdpa"
+            and getattr(config, "sliding_window", None) is None and not hasattr(model.model.layers[0].self_attn,
+                                                                                 "q_norm"))
+
+
+def llama_decode_step(model: nn.Module, tokens, attention_mask, position_ids, cache, slot: int) -> torch.Tensor:
+    """One decoding step of a Llama-style model, written out with the model's own modules and transformers'
+    rotary and SDPA functions: the same arithmetic as `model.forward`, without its per-layer dispatch, mask
+    building and cache bookkeeping (about 40% of a step on this CPU once the weights are packed).
+    Args: tokens [B, 1]; attention_mask [B, K] (1 = attend); position_ids [B, 1]; cache a StaticCache after
+    prefill; slot: the cache column of this token (the same for every row). Returns: logits [B, V]."""
+    import sys
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    inner = model.model
+    hidden = inner.embed_tokens(tokens)  # [B, 1, H]
+    cos, sin = inner.rotary_emb(hidden, position_ids)  # [B, 1, D] each
+    mask = attention_mask[:, None, None, :].bool()  # [B, 1, 1, K]
+    rotate = sys.modules[type(inner.layers[0].self_attn).__module__].apply_rotary_pos_emb
+    for layer, cached in zip(inner.layers, cache.layers):
+        attn = layer.self_attn
+        x = layer.input_layernorm(hidden)  # [B, 1, H]
+        shape = (x.shape[0], 1, -1, attn.head_dim)
+        q = attn.q_proj(x).view(shape).transpose(1, 2)  # [B, Hq, 1, D]
+        k = attn.k_proj(x).view(shape).transpose(1, 2)  # [B, Hkv, 1, D]
+        v = attn.v_proj(x).view(shape).transpose(1, 2)  # [B, Hkv, 1, D]
+        q, k = rotate(q, k, cos, sin)
+        cached.keys[:, :, slot] = k[:, :, 0]
+        cached.values[:, :, slot] = v[:, :, 0]
+        out, _ = sdpa_attention_forward(attn, q, cached.keys, cached.values, mask, scaling=attn.scaling)  # [B, 1, Hq, D]
+        hidden = hidden + attn.o_proj(out.reshape(x.shape[0], 1, -1))  # [B, 1, H]
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))  # [B, 1, H]
+    return model.lm_head(inner.norm(hidden))[:, -1]  # [B, V]
 
 
 # lm -> its Sampler; an entry goes when its model is garbage-collected

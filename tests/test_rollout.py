@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import rlhfkit.engine
 from rlhfkit.config import GenerationConfig
 from rlhfkit.models.load import load_causal_lm, load_tokenizer
 from rlhfkit.rollout import encode_prompts, generate, response_mask
@@ -37,10 +38,11 @@ def test_response_mask_rows_are_independent():
     assert ended.tolist() == [True, False, True, True]
 
 
-def test_generate_cuts_after_the_first_eos(tiny_llama):
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_generate_cuts_after_the_first_eos(tiny_llama, engine, monkeypatch):
     """`generate` keeps the sampled tokens up to and incl. the first EOS, pads the rest, and decodes the
-    text before the EOS. `ended` comes from the response only: every templated prompt holds an EOS
-    (<|im_end|> closes the user turn), yet a response without EOS has not ended."""
+    text before the EOS, whichever sampler drew them. `ended` comes from the response only: every templated
+    prompt holds an EOS (<|im_end|> closes the user turn), yet a response without EOS has not ended."""
     tok, lm = load_tokenizer(tiny_llama), load_causal_lm(tiny_llama)
     pad, eos = tok.pad_token_id, tok.eos_token_id
     assert pad != eos
@@ -57,8 +59,12 @@ def test_generate_cuts_after_the_first_eos(tiny_llama):
     def fake_generate(input_ids, **kwargs):  # "samples" the fixed tokens above after the prompt
         return torch.cat([input_ids, sampled], 1)
 
+    def fake_sample(self, query_ids, query_mask, **kwargs):  # the engine's sampler, same tokens
+        return sampled, torch.zeros(sampled.shape)
+
     lm.generate = fake_generate
-    roll = generate(lm, tok, prompts, GenerationConfig(max_new_tokens=5, temperature=1.0))
+    monkeypatch.setattr(rlhfkit.engine.Sampler, "sample", fake_sample)
+    roll = generate(lm, tok, prompts, GenerationConfig(max_new_tokens=5, temperature=1.0, engine=engine))
     assert roll.response_ids.tolist() == [
         ids(["good", "<|im_end|>"]) + [pad] * 3,
         sampled[1].tolist(),

@@ -49,7 +49,8 @@ def processor_spy(monkeypatch):
 
 @pytest.mark.parametrize("use_lora", [False, True])
 def test_training_rollout_applies_only_the_temperature(opinionated_llama, tmp_path, processor_spy, use_lora):
-    cfg = ppo_cfg(opinionated_llama, tmp_path, use_lora=use_lora, temperature=0.7)
+    """The transformers fallback (engine "hf"); the fast engine builds no processors (tests/test_engine.py)."""
+    cfg = ppo_cfg(opinionated_llama, tmp_path, use_lora=use_lora, temperature=0.7, **{"generation.engine": "hf"})
     actor_critic, ref_lm, tokenizer, _ = build_models(cfg, WordReward())
     collect_rollout(actor_critic, ref_lm, tokenizer, WordReward(), ["a cat", "the dog sun"], cfg.generation)
     assert len(processor_spy) == 1
@@ -58,10 +59,11 @@ def test_training_rollout_applies_only_the_temperature(opinionated_llama, tmp_pa
     assert actor_critic.lm.generation_config.top_k == 1  # the folder's config is back in place afterwards
 
 
-def test_folder_with_top_k_1_still_gives_varied_samples(opinionated_llama):
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_folder_with_top_k_1_still_gives_varied_samples(opinionated_llama, engine):
     lm, tokenizer = load_causal_lm(opinionated_llama), load_tokenizer(opinionated_llama, padding_side="left")
     torch.manual_seed(0)
-    gen_cfg = GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=1.0, top_k=0)
+    gen_cfg = GenerationConfig(max_new_tokens=4, temperature=1.0, top_p=1.0, top_k=0, engine=engine)
     roll = generate(lm, tokenizer, ["a cat"] * 32, gen_cfg)
     # top-k 1 would give 32 copies of one response; a random tiny model spreads over ~100 tokens
     assert len(set(roll.response_ids[:, 0].tolist())) > 10
@@ -83,13 +85,14 @@ def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor, min_expected: 
     return torch.special.gammaincc(dof / 2, chi2 / 2).item()
 
 
-def test_first_token_frequencies_match_softmax_at_temperature(tiny_llama):
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_first_token_frequencies_match_softmax_at_temperature(tiny_llama, engine):
     """4000 first tokens for one prompt against softmax(logits / τ): top-k 50, top-p or an EOS mask at t = 0
     (min_new_tokens) would each leave cells empty that the exact distribution fills."""
     lm, tokenizer = load_causal_lm(tiny_llama), load_tokenizer(tiny_llama, padding_side="left")
     tau, n = 0.7, 4000
     torch.manual_seed(0)
-    gen_cfg = GenerationConfig(max_new_tokens=1, temperature=tau, top_p=1.0, top_k=0)
+    gen_cfg = GenerationConfig(max_new_tokens=1, temperature=tau, top_p=1.0, top_k=0, engine=engine)
     roll = generate(lm, tokenizer, ["the cat"] * n, gen_cfg)
     with torch.no_grad():
         logits = lm(input_ids=roll.query_ids[:1], attention_mask=roll.query_mask[:1]).logits[0, -1]  # [V]
