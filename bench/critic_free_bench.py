@@ -168,12 +168,20 @@ def run_rlhfkit(algo: str, row: Row, models: dict[str, Path], prompts: Path, ste
     timed = logged[1:] or logged
     row.extra = {"response_len": [round(m["rollout/response_len"], 1) for m in logged],
                  **{k: mean_of(timed, f"rollout/{k}") for k in ("eos_rate", "kl")},
-                 "first_ratio": mean_of(timed, "rl/first_ratio"),
+                 "first_ratio": mean_of(timed, "rl/first_ratio"), "sampler": sampler_of(output),
                  # rlhfkit always computes log π_old and log π_ref (2 no-grad passes), also at β = 0
                  "nograd_forwards_per_step": 2}
     finish(row, run, {"step": [m["step_time_s"] for m in logged],
                       **{k: [m.get(f"time/{k}_s", 0.0) for m in logged]
                          for k in ("generation", "scoring", "logprobs", "training")}})
+
+
+def sampler_of(output: Path) -> str:
+    """Which sampler the run asked for (config.yaml's generation.engine: rlhfkit.engine "fast" or transformers'
+    generate "hf"; an rlhfkit from before the engine has no such key and always used generate)."""
+    import yaml
+
+    return yaml.safe_load((output / "config.yaml").read_text())["generation"].get("engine", "hf")
 
 
 # ----------------------------------------------------------------------------------------- reporting

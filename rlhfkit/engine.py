@@ -1,11 +1,14 @@
-"""The rollout sampling engine: a sampling copy of the policy (LoRA merged, matmul weights stored in the autocast
-dtype) and a plain decode loop (batched prefill, static KV cache, one token per step) that samples exactly
-softmax(logits / τ). `rollout.generate` uses it for every rollout; transformers' `generate` stays the fallback.
+"""The rollout sampling engine: a sampling copy of the policy (LoRA merged, matmul weights cast once to the
+autocast dtype and packed for oneDNN) and a plain decode loop (batched prefill, static KV cache, one token per
+step) that samples exactly softmax(logits / τ). `rollout.generate` uses it for every rollout; transformers'
+`generate` stays the fallback (`GenerationConfig.engine = "hf"`, other model families, top-p / top-k).
 
-Why it is faster on the CPU than `generate` under PPO's defaults (LoRA, bf16 autocast), measured in
-bench/generate_speed.py: autocast re-casts every fp32 weight to bf16 on every decoding step, unmerged LoRA adds
-two small matmuls per linear layer, and `generate` adds per-step work (logits processors, stopping criteria,
-a growing cache). Here the weights are cast and merged once per optimiser update (`Sampler.sync`).
+Where `generate` loses time on this CPU under PPO's defaults (LoRA, bf16 autocast; bench/generate_speed.py):
+autocast re-casts the frozen fp32 base weights to bf16 at every decoding step (it caches casts only of weights
+that require grad), unmerged LoRA adds two small matmuls per linear layer, bf16 matmuls on unpacked weights run
+at half the speed of oneDNN's packed ones, torch.multinomial draws one exponential per vocabulary entry, and
+the per-layer dispatch of the model's forward is a large share of a batch-8 step. Here the weights are merged,
+cast and packed once per optimiser update (`Sampler.sync`, found stale automatically by `sampler_for`).
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def merged_parameters(lm: nn.Module, merge: bool = True) -> Iterator[tuple[str, 
 
 
 def _is_matmul_layer(module: nn.Module) -> bool:
-    """Layers whose weights autocast casts to its dtype on every call (linear / addmm): nn.Linear, GPT-2's Conv1D."""
+    """Layers whose weights autocast casts to its dtype (linear / addmm): nn.Linear, GPT-2's Conv1D."""
     from transformers.pytorch_utils import Conv1D
 
     return isinstance(module, (nn.Linear, Conv1D))
@@ -115,17 +118,19 @@ def can_pack(device: torch.device, dtype: torch.dtype | None) -> bool:
 
 class PackedLinear(nn.Module):
     """y = x Wᵀ + b in bf16 with W stored once in oneDNN's blocked layout (what inductor's CPU freezing does).
-    Measured on this 2-core Xeon (AMX), batch 8: 2.0-2.2x faster than F.linear on the same bf16 weight (SmolLM2's
-    MLP and LM-head shapes), bit-identical output. `transposed`: W is stored [in, out] (GPT-2's Conv1D)."""
+    Measured on this 2-core Xeon (AMX), batch 8, one thread: 1.6-2.2x faster than F.linear on the same bf16
+    weight (SmolLM2's shapes: 192x576 1.6x, 576x576 2.1x, MLP 2.2x, LM head 2.0x), bit-identical output.
+    `transposed`: W is stored [in, out] (GPT-2's Conv1D)."""
 
     def __init__(self, bias: torch.Tensor | None, transposed: bool):
         super().__init__()
         self.transposed = transposed
-        self.weight: torch.Tensor | None = None
-        self.bias = bias
+        self.weight: torch.Tensor | None = None  # filled by load_weight
+        self.bias = None if bias is None else torch.empty(bias.shape, dtype=torch.bfloat16)  # filled by sync
 
     def load_weight(self, weight: torch.Tensor) -> None:
         weight = weight.t() if self.transposed else weight  # [out, in]
+        # 8: the rollout batch size, a hint for the blocked layout; any batch size works
         self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16).contiguous(), 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,10 +142,10 @@ class Sampler:
 
     With `autocast_dtype` (bf16: PPO's default), the weights of matmul layers are stored merged and cast
     (bf16(W + s·BA)), and the copy runs under the same autocast; so for a model without LoRA it computes what
-    the autocast forward of `lm` computes, without re-casting every weight on every step. Everything else
+    the autocast forward of `lm` computes, without casting weights during sampling. Everything else
     (embeddings, norms, buffers) is shared with `lm`, not copied. Without `autocast_dtype`, only merged LoRA
     layers are copied, in their own dtype, and a model without LoRA is sampled from directly.
-    Memory: one `autocast_dtype` copy of the matmul weights, incl. an untied LM head (269 MB for SmolLM2-135M).
+    Memory: one `autocast_dtype` copy of the matmul weights, incl. an untied LM head (256 MiB for SmolLM2-135M).
     `sync(lm)` refreshes the copy after an optimiser update; `sampler_for` calls it when the weights changed."""
 
     def __init__(self, lm: nn.Module, autocast_dtype: torch.dtype | None = None):
@@ -169,12 +174,13 @@ class Sampler:
             prefix = f"{name}." if name else ""
             cast = self.autocast_dtype is not None and _is_matmul_layer(module)
             if cast and packs:
-                bias = sources.get(f"{prefix}bias")
-                bias = None if bias is None else bias.detach().to(torch.bfloat16)
-                packed = PackedLinear(bias, transposed=not isinstance(module, nn.Linear))
+                packed = PackedLinear(sources.get(f"{prefix}bias"), transposed=not isinstance(module, nn.Linear))
                 model.set_submodule(name, packed)
                 self.owned[f"{prefix}weight"] = packed.load_weight
-                self.copy_bytes += sources[f"{prefix}weight"].numel() * 2 + (0 if bias is None else bias.numel() * 2)
+                self.copy_bytes += sources[f"{prefix}weight"].numel() * 2
+                if packed.bias is not None:
+                    self.owned[f"{prefix}bias"] = packed.bias.copy_
+                    self.copy_bytes += packed.bias.numel() * 2
                 continue
             for pname, _ in list(module.named_parameters(recurse=False)):
                 source = sources[prefix + pname]
@@ -210,10 +216,40 @@ class Sampler:
         return bool(self.owned) and (self.stepped or self.version != self.weights_version(lm))
 
     def _forward(self, input_ids, attention_mask, position_ids, cache) -> torch.Tensor:
-        """Logits [B, V] of the last position; the new keys/values go into `cache`."""
+        """Logits [B, V] of the last position, by the model's own forward; the new keys/values go into `cache`."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
+
+    def _prefill(self, query_ids, query_mask, max_new_tokens: int):
+        """All prompt tokens in one forward pass into a static cache of P + max_new_tokens columns.
+        Returns: (logits [B, V] of the first response token, decode) where decode(tokens [B], t) feeds the t-th
+        response token (cache column P + t) and returns the logits [B, V] of the next one."""
+        from transformers import StaticCache
+
+        prompt_len = query_ids.shape[1]
+        cache = StaticCache(config=self.model.config, max_cache_len=prompt_len + max_new_tokens)
+        attention_mask = F.pad(query_mask, (0, max_new_tokens))  # [B, P+T]: 0 until a token is sampled there
+        logits = self._forward(query_ids, attention_mask, position_ids_for(query_mask), cache)  # [B, V]
+        next_position = position_ids_for(query_mask)[:, -1:] + 1  # [B, 1]: positions skip left padding
+        if not self.lean:
+            def decode(tokens: torch.Tensor, t: int) -> torch.Tensor:
+                attention_mask[:, prompt_len + t] = 1
+                return self._forward(tokens[:, None], attention_mask, next_position + t, cache)
+
+            return logits, decode
+        dtype = self.autocast_dtype or cache.layers[0].values.dtype
+        kv = [(layer.keys.to(dtype), layer.values.to(dtype)) for layer in cache.layers]  # [B, Hkv, P+T, D] each
+        mask = torch.zeros(attention_mask.shape, dtype=dtype, device=self.device)  # [B, P+T]
+        mask = mask.masked_fill_(attention_mask == 0, float("-inf"))[:, None, None, :]  # [B, 1, 1, P+T]
+
+        def decode(tokens: torch.Tensor, t: int) -> torch.Tensor:
+            mask[..., prompt_len + t] = 0.0
+            with torch.autocast(self.device.type, enabled=False):  # llama_decode_step sets every dtype itself
+                slot = torch.tensor([prompt_len + t], device=self.device)  # [1]
+                return llama_decode_step(self.model, tokens[:, None], next_position + t, kv, mask, slot)
+
+        return logits, decode
 
     @torch.no_grad()
     def sample(self, query_ids: torch.Tensor, query_mask: torch.Tensor, *, temperature: float, max_new_tokens: int,
@@ -224,21 +260,15 @@ class Sampler:
         Args: query_ids, query_mask [B, P]. Returns: (response_ids [B, T], logprobs [B, T]) with T ≤ max_new_tokens
         and logprobs = log softmax(logits / τ)[y_t] under this copy (0 after EOS), for diagnostics only: the
         trainers recompute log π_old with their own forward."""
-        from transformers import StaticCache
-
-        batch, prompt_len = query_ids.shape
-        cache = StaticCache(config=self.model.config, max_cache_len=prompt_len + max_new_tokens)
-        attention_mask = F.pad(query_mask, (0, max_new_tokens))  # [B, P+T]: 0 until a token is sampled there
-        next_position = position_ids_for(query_mask)[:, -1:] + 1  # [B, 1]: positions skip left padding
+        batch = query_ids.shape[0]
         response_ids = query_ids.new_full((batch, max_new_tokens), pad_id)  # [B, T]
         logprobs = torch.zeros(batch, max_new_tokens, device=query_ids.device)  # [B, T]
         ended = torch.zeros(batch, dtype=torch.bool, device=query_ids.device)  # [B]
         was_training = self.model.training
         self.model.eval()  # HF drops the cache in train mode under gradient checkpointing; dropout is 0 anyway
-        precision = torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                                   enabled=self.autocast_dtype is not None)
-        with precision:
-            logits = self._forward(query_ids, attention_mask, position_ids_for(query_mask), cache)  # [B, V]
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            logits, decode = self._prefill(query_ids, query_mask, max_new_tokens)  # [B, V]
             for t in range(max_new_tokens):
                 tokens, token_logprobs = sample_tokens(logits, temperature, generator)  # [B], [B]
                 tokens = tokens.masked_fill(ended, pad_id)  # [B]
@@ -247,12 +277,7 @@ class Sampler:
                 ended |= tokens == eos_id
                 if t + 1 == max_new_tokens or bool(ended.all()):
                     break
-                attention_mask[:, prompt_len + t] = 1
-                if self.lean:
-                    logits = llama_decode_step(self.model, tokens[:, None], attention_mask, next_position + t,
-                                               cache, prompt_len + t)  # [B, V]
-                else:
-                    logits = self._forward(tokens[:, None], attention_mask, next_position + t, cache)  # [B, V]
+                logits = decode(tokens, t)  # [B, V]
         self.model.train(was_training)
         return response_ids[:, : t + 1], logprobs[:, : t + 1]
 
@@ -262,41 +287,45 @@ LLAMA_STYLE_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 def has_llama_layers(model: nn.Module) -> bool:
     """Whether `llama_decode_step` computes exactly what the model's own forward does: a Llama-style decoder
-    (pre-norm attention + MLP blocks, rotary positions, SDPA, no sliding window, no norms on q / k)."""
+    (pre-norm attention + MLP blocks, rotary positions, SDPA, no sliding window, no norms on q / k). Other
+    supported models decode with their own forward (same results, ~10% slower per step on SmolLM2)."""
     config = model.config
     return (config.model_type in LLAMA_STYLE_MODEL_TYPES and config._attn_implementation == "sdpa"
             and getattr(config, "sliding_window", None) is None and not hasattr(model.model.layers[0].self_attn,
                                                                                  "q_norm"))
 
 
-def llama_decode_step(model: nn.Module, tokens, attention_mask, position_ids, cache, slot: int) -> torch.Tensor:
-    """One decoding step of a Llama-style model, written out with the model's own modules and transformers'
-    rotary and SDPA functions: the same arithmetic as `model.forward`, without its per-layer dispatch, mask
-    building and cache bookkeeping (about 40% of a step on this CPU once the weights are packed).
-    Args: tokens [B, 1]; attention_mask [B, K] (1 = attend); position_ids [B, 1]; cache a StaticCache after
-    prefill; slot: the cache column of this token (the same for every row). Returns: logits [B, V]."""
+def llama_decode_step(model: nn.Module, tokens, position_ids, kv: list, mask, slot: torch.Tensor) -> torch.Tensor:
+    """One decoding step of a Llama-style model, written out with the model's own modules and rotary function:
+    the arithmetic of `model.forward` under the same autocast, without its per-layer dispatch, mask building and
+    cache bookkeeping, with K/V stored in the dtype attention reads them in (autocast casts them to bf16 inside
+    SDPA anyway) and each layer input cast once for all the projections that read it.
+    Args: tokens [B, 1]; position_ids [B, 1]; kv: per layer (keys, values) [B, Hkv, K, D], filled up to `slot`;
+    mask [B, 1, 1, K] additive (0 = attend, -inf = padding or not yet sampled); slot [1]: this token's cache
+    column (a tensor, so that a compiled step is not specialised to it).
+    Returns: logits [B, V]."""
     import sys
 
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     inner = model.model
+    dtype = kv[0][0].dtype
+    batch = tokens.shape[0]
     hidden = inner.embed_tokens(tokens)  # [B, 1, H]
     cos, sin = inner.rotary_emb(hidden, position_ids)  # [B, 1, D] each
-    mask = attention_mask[:, None, None, :].bool()  # [B, 1, 1, K]
     rotate = sys.modules[type(inner.layers[0].self_attn).__module__].apply_rotary_pos_emb
-    for layer, cached in zip(inner.layers, cache.layers):
-        attn = layer.self_attn
-        x = layer.input_layernorm(hidden)  # [B, 1, H]
-        shape = (x.shape[0], 1, -1, attn.head_dim)
-        q = attn.q_proj(x).view(shape).transpose(1, 2)  # [B, Hq, 1, D]
-        k = attn.k_proj(x).view(shape).transpose(1, 2)  # [B, Hkv, 1, D]
-        v = attn.v_proj(x).view(shape).transpose(1, 2)  # [B, Hkv, 1, D]
+    for layer, (keys, values) in zip(inner.layers, kv):
+        attn, mlp = layer.self_attn, layer.mlp
+        x = layer.input_layernorm(hidden).to(dtype)  # [B, 1, H]
+        q = attn.q_proj(x).view(batch, 1, -1, attn.head_dim).transpose(1, 2)  # [B, Hq, 1, D]
+        k = attn.k_proj(x).view(batch, 1, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, 1, D]
         q, k = rotate(q, k, cos, sin)
-        cached.keys[:, :, slot] = k[:, :, 0]
-        cached.values[:, :, slot] = v[:, :, 0]
-        out, _ = sdpa_attention_forward(attn, q, cached.keys, cached.values, mask, scaling=attn.scaling)  # [B, 1, Hq, D]
-        hidden = hidden + attn.o_proj(out.reshape(x.shape[0], 1, -1))  # [B, 1, H]
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))  # [B, 1, H]
+        keys.index_copy_(2, slot, k.to(dtype))
+        values.index_copy_(2, slot, attn.v_proj(x).view(batch, 1, -1, attn.head_dim).transpose(1, 2).to(dtype))
+        # one query token: its Hq heads as Hkv groups of rows (transformers' pack_gqa), so K/V are not repeated
+        q = q.to(dtype).reshape(batch, keys.shape[1], -1, attn.head_dim)  # [B, Hkv, Hq/Hkv, D]
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)
+        hidden = hidden + attn.o_proj(out.reshape(batch, 1, -1))  # [B, 1, H]
+        x = layer.post_attention_layernorm(hidden).to(dtype)  # [B, 1, H]
+        hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))  # [B, 1, H]
     return model.lm_head(inner.norm(hidden))[:, -1]  # [B, V]
 
 

@@ -91,6 +91,9 @@ def test_step_logprobs_equal_a_full_forward(tiny_lm):
     expected = response_logprobs(lm, input_ids, attention_mask, response_ids, 0.7)  # [B, T]
     counted = logprobs != 0  # rows that ended hold 0 after their EOS
     torch.testing.assert_close(logprobs[counted], expected[counted], atol=2e-5, rtol=0)
+    # Llama and Qwen2 decode with llama_decode_step; Mistral (sliding window), Qwen3 (q/k norms) and GPT-2 with
+    # their own forward: both paths are checked here
+    assert engine.sampler_for(lm).lean == (lm.config.model_type in ("llama", "qwen2"))
 
 
 def test_lora_copy_is_the_merged_model(tiny_llama):
@@ -297,3 +300,25 @@ def test_unsupported_models_and_truncation_fall_back_to_generate(tmp_path, caplo
     assert uses_engine(llama, GenerationConfig())
     assert not uses_engine(llama, GenerationConfig(top_p=0.9))
     assert not uses_engine(llama, GenerationConfig(engine="hf"))
+
+
+def test_bf16_copy_follows_a_full_fine_tune(tmp_path):
+    """GPT-2 (Conv1D weights stored [in, out], biases) trained in full under bf16 autocast: after a fused AdamW
+    step the packed copy (weights and biases) gives the autocast forward's log-probs of the updated model."""
+    path = save_tiny(tmp_path, "gpt2")
+    lm, tokenizer = load_causal_lm(path), load_tokenizer(path, padding_side="left")
+    optimizer = torch.optim.AdamW(lm.parameters(), lr=0.05, fused=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        engine_sample(lm, tokenizer, PROMPTS)
+        lm(input_ids=encode_prompts(tokenizer, PROMPTS)[0]).logits.float().logsumexp(-1).mean().backward()
+    optimizer.step()
+    assert engine._SAMPLERS[lm].is_stale(lm)
+    # a new autocast region: the old one caches bf16 casts of the weights from before the step
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(0)
+        query_ids, query_mask, response_ids, logprobs = engine_sample(lm, tokenizer, PROMPTS, max_new_tokens=8)
+        with torch.no_grad():
+            expected = response_logprobs(lm, torch.cat([query_ids, response_ids], 1),
+                                         torch.cat([query_mask, torch.ones_like(response_ids)], 1), response_ids, 0.7)
+    counted = logprobs != 0
+    torch.testing.assert_close(logprobs[counted], expected[counted], atol=1e-4, rtol=0)
