@@ -67,7 +67,8 @@ def unsupported_reason(lm: nn.Module) -> str | None:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES or config.is_encoder_decoder:
         return f"model type {model_type!r} is not one of {', '.join(SUPPORTED_MODEL_TYPES)}"
-    if any(type(p) is not nn.Parameter for p in lm.parameters()):  # FSDP's DTensors, quantised weights
+    # FSDP2's DTensors and quantised weights are other types; DeepSpeed ZeRO-3 leaves empty placeholders
+    if any(type(p) is not nn.Parameter or hasattr(p, "ds_id") for p in lm.parameters()):
         return "its parameters are sharded or quantised"
     if _is_peft(lm) and lm.peft_type != "LORA":
         return f"peft type {lm.peft_type} (only LoRA is merged)"
