@@ -26,36 +26,52 @@ def response_hidden(trunk: nn.Module, input_ids, attention_mask, prompt_len: int
     return out.last_hidden_state[:, prompt_len - 1 : -1]  # [B, T, H]
 
 
-def token_logprobs(head: nn.Module, hidden, response_ids, temperature: float = 1.0, with_entropy: bool = False,
-                   entropy_grad: bool = False):
-    """log π(y_t | x, y_<t) with logits / temperature; only response positions reach the vocab projection.
+LOGIT_ROWS = 8  # sequences per chunk of the vocabulary projection (SmolLM2, 48 tokens: 8·48·49152·4 B = 75 MB)
 
+
+def token_logprobs(head: nn.Module, hidden, response_ids, temperature: float = 1.0, with_entropy: bool = False,
+                   entropy_grad: bool = False, checkpoint_chunks: bool = False, rows: int = LOGIT_ROWS):
+    """log π(y_t | x, y_<t) = z_t[y_t] − logsumexp(z_t), z = head(h) / τ; only response positions reach the
+    vocabulary projection, and it runs over chunks of `rows` sequences, so no [B, T, V] tensor exists at once
+    outside autograd (the no-grad passes for log π_old / log π_ref).
+
+    Under autograd every chunk's logits are saved for the backward pass ([B, T, V] fp32 in all) unless
+    `checkpoint_chunks`: then each chunk is checkpointed and its logits recomputed in the backward pass (one
+    extra vocabulary projection, ~7% of a SmolLM2 forward+backward; bench/logprob_memory.py measures both).
     The entropy is a metric unless `entropy_grad` (an entropy bonus): only then does it join the autograd graph.
     Returns: (logprobs [B, T], entropy [B, T] or None)."""
-    logits = head(hidden).float() / temperature  # [B, T, V]
-    logprobs = logits.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # [B, T]
-    if not with_entropy:
-        return logprobs, None
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        return logprobs, entropy_from_logits(logits)  # [B, T]
+    def chunk(h, y):
+        logits = head(h).float() / temperature  # [rows, T, V]
+        logprobs = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # [rows, T]
+        if not with_entropy:
+            return logprobs, None
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            return logprobs, entropy_from_logits(logits)  # [rows, T]
+
+    recompute = checkpoint_chunks and torch.is_grad_enabled()
+    parts = [checkpoint(chunk, hidden[i:i + rows], response_ids[i:i + rows], use_reentrant=False) if recompute
+             else chunk(hidden[i:i + rows], response_ids[i:i + rows]) for i in range(0, hidden.shape[0], rows)]
+    logprobs = torch.cat([lp for lp, _ in parts])  # [B, T]
+    return logprobs, torch.cat([e for _, e in parts]) if with_entropy else None
 
 
-def response_logprobs(lm: nn.Module, input_ids, attention_mask, response_ids, temperature: float = 1.0):
+def response_logprobs(lm: nn.Module, input_ids, attention_mask, response_ids, temperature: float = 1.0,
+                      checkpoint_chunks: bool = False):
     """log π(y_t | x, y_<t) [B, T] of the response block of `[left-padded prompt ; response]` ([B, P+T])."""
     trunk, head = trunk_and_head(lm)
     prompt_len = input_ids.shape[1] - response_ids.shape[1]
     hidden = response_hidden(trunk, input_ids, attention_mask, prompt_len)  # [B, T, H]
-    return token_logprobs(head, hidden, response_ids, temperature)[0]
+    return token_logprobs(head, hidden, response_ids, temperature, checkpoint_chunks=checkpoint_chunks)[0]
 
 
 class Policy(nn.Module):
     """π_θ alone, for the offline trainers (SFT, DPO): one call gives response log-probs, so the forward goes
     through accelerate's wrappers (DDP gradient sync, autocast). `lm` may be a peft model.
 
-    `checkpoint_head` (set with --gradient-checkpointing): under autograd the vocabulary projection runs over
-    chunks of rows that are checkpointed, so their [rows, T, V] logits are freed after the forward pass and
-    recomputed in the backward pass. Once the trunk's activations are checkpointed, those logits are the
-    largest tensors left (measured: DPO peak RSS 4.0 -> 3.6 GB, bench/dpo_vs_trl.py)."""
+    `checkpoint_head` (set with --gradient-checkpointing): under autograd the vocabulary projection's chunks
+    are checkpointed (`token_logprobs`), so their logits are freed after the forward pass and recomputed in
+    the backward pass. Once the trunk's activations are checkpointed, those logits are the largest tensors
+    left (measured: DPO peak RSS 4.0 -> 3.6 GB, bench/dpo_vs_trl.py)."""
 
     def __init__(self, lm: nn.Module, checkpoint_head: bool = False):
         super().__init__()
@@ -64,20 +80,8 @@ class Policy(nn.Module):
 
     def forward(self, input_ids, attention_mask, response_ids) -> torch.Tensor:
         """log π(y_t | x, y_<t) [B, T], temperature 1."""
-        if not (self.checkpoint_head and torch.is_grad_enabled()):
-            return response_logprobs(self.lm, input_ids, attention_mask, response_ids)
-        trunk, head = trunk_and_head(self.lm)
-        hidden = response_hidden(trunk, input_ids, attention_mask, input_ids.shape[1] - response_ids.shape[1])
-        return checkpointed_logprobs(head, hidden, response_ids)  # [B, T]
-
-
-def checkpointed_logprobs(head: nn.Module, hidden, response_ids, rows: int = 8) -> torch.Tensor:
-    """`token_logprobs` over chunks of `rows` sequences, each under activation checkpointing. Returns [B, T]."""
-    def chunk(h, y):
-        return token_logprobs(head, h, y)[0]
-
-    return torch.cat([checkpoint(chunk, hidden[i:i + rows], response_ids[i:i + rows], use_reentrant=False)
-                      for i in range(0, hidden.shape[0], rows)])
+        return response_logprobs(self.lm, input_ids, attention_mask, response_ids,
+                                 checkpoint_chunks=self.checkpoint_head)
 
 
 def completion_logprobs(policy: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -113,12 +117,16 @@ class ActorCritic(nn.Module):
     """π_θ and V_ψ. Default: a value head on the policy trunk (one forward pass gives both; CPU-friendly,
     the losses share the trunk, so c_v is kept small). With `critic` (a sequence-classification model that
     shares the policy's tokenizer): a separate trunk and its scalar head (twice the compute, decoupled).
-    `with_value=False`: the policy alone (the critic-free trainers); values are then None."""
+    `with_value=False`: the policy alone (the critic-free trainers); values are then None.
+    `checkpoint_head` (set with --gradient-checkpointing): the vocabulary projection's chunks are checkpointed
+    too (`token_logprobs`)."""
 
-    def __init__(self, lm: nn.Module, critic: nn.Module | None = None, with_value: bool = True):
+    def __init__(self, lm: nn.Module, critic: nn.Module | None = None, with_value: bool = True,
+                 checkpoint_head: bool = False):
         super().__init__()
         self.lm = lm
         self.critic = critic
+        self.checkpoint_head = checkpoint_head
         if not with_value:
             self.value_head = None
         elif critic is None:
@@ -132,7 +140,8 @@ class ActorCritic(nn.Module):
         """Returns (logprobs [B, T], values [B, T] or None, entropy [B, T] or None) for the response tokens."""
         trunk, head = trunk_and_head(self.lm)
         hidden = response_hidden(trunk, input_ids, attention_mask, prompt_len)  # [B, T, H]
-        logprobs, entropy = token_logprobs(head, hidden, response_ids, temperature, with_entropy, entropy_grad)
+        logprobs, entropy = token_logprobs(head, hidden, response_ids, temperature, with_entropy, entropy_grad,
+                                           checkpoint_chunks=self.checkpoint_head)
         if self.value_head is None:
             return logprobs, None, entropy
         if self.critic is not None:

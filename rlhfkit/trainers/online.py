@@ -116,7 +116,7 @@ def build_actor_critic(cfg: OnlineConfig, tokenizer, with_value: bool = True) ->
         critic = load_sequence_classifier(cfg.value_model, tokenizer=tokenizer)
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(critic)
-    actor_critic = ActorCritic(lm, critic, with_value)
+    actor_critic = ActorCritic(lm, critic, with_value, checkpoint_head=cfg.gradient_checkpointing)
     # FSDP's transformer-based wrapping reads the prepared module's `_no_split_modules`: one unit per layer
     actor_critic._no_split_modules = getattr(lm, "_no_split_modules", None)
     return actor_critic

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhfkit.eval.best_of_n import best_of_n_rows, bon_points, bon_expected, bon_weights, curve_ns
+from rlhfkit.eval.best_of_n import best_of_n_rows, bon_expected, bon_points, bon_weights, curve_ns
 from rlhfkit.eval.compare import ROW_KEYS, summarize
 from rlhfkit.losses import bon_kl  # tested in tests/test_losses_critic_free.py
 

@@ -40,10 +40,10 @@ def test_checkpointed_head_equals_one_block_in_value_and_gradient(tiny_llama, mo
     """Policy(checkpoint_head=True) recomputes the logits chunk by chunk: same log-probs, same gradients."""
     from rlhfkit.models import policy as policy_mod
 
-    monkeypatch.setattr(policy_mod.checkpointed_logprobs, "__defaults__", (3,))  # 4 rows -> chunks of 3 and 1
     calls = []
     real_checkpoint = policy_mod.checkpoint
     monkeypatch.setattr(policy_mod, "checkpoint", lambda *a, **kw: calls.append(1) or real_checkpoint(*a, **kw))
+    monkeypatch.setattr(policy_mod.token_logprobs, "__defaults__", (1.0, False, False, False, 3))  # rows 3
     tok, lm = load_tokenizer(tiny_llama), load_causal_lm(tiny_llama)
     batch = encode_completions(tok, ["the cat", "a dog is big", "sun", "moon sea"],
                                ["good", "very good dog", "sea sea", "tree"])
@@ -54,10 +54,39 @@ def test_checkpointed_head_equals_one_block_in_value_and_gradient(tiny_llama, mo
         summed.sum().backward()
         grads.append((summed.detach(), [p.grad.clone() for p in lm.parameters()]))
         lm.zero_grad(set_to_none=True)
-    assert len(calls) == 2  # the flag took the checkpointed path, in two chunks
+    assert len(calls) == 2  # the flag took the checkpointed path, in two chunks (4 rows: 3 and 1)
     (a, ga), (b, gb) = grads
     assert torch.allclose(a, b, atol=1e-6)
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(ga, gb))
+
+
+@pytest.mark.parametrize("checkpoint_chunks", [False, True])
+def test_token_logprobs_in_chunks_equal_one_block(checkpoint_chunks):
+    """Chunks of rows (2 + 2 + 1 of 5), checkpointed or not, give the one-block log-probs, entropy and
+    gradients; the entropy stays out of the graph unless entropy_grad."""
+    from rlhfkit.models.policy import token_logprobs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6, 11, bias=False)
+    hidden = torch.randn(5, 4, 6, requires_grad=True)
+    response_ids = torch.randint(0, 11, (5, 4))
+    results = []
+    for rows in (5, 2):
+        lp, ent = token_logprobs(head, hidden, response_ids, 0.7, with_entropy=True,
+                                 checkpoint_chunks=checkpoint_chunks and rows == 2, rows=rows)
+        assert not ent.requires_grad
+        lp.square().sum().backward()
+        results.append((lp.detach(), ent, hidden.grad.clone(), head.weight.grad.clone()))
+        hidden.grad = head.weight.grad = None
+    logits = head(hidden).detach() / 0.7  # hand-computed: log softmax(z)[y], H = −Σ p log p
+    expected = torch.log_softmax(logits, -1).gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+    probs = torch.softmax(logits, -1)
+    assert torch.allclose(results[0][0], expected, atol=1e-6)
+    assert torch.allclose(results[0][1], -(probs * probs.log()).sum(-1), atol=1e-5)
+    for one, chunked in zip(results[0], results[1]):
+        assert torch.allclose(one, chunked, atol=1e-6)
+    lp, ent = token_logprobs(head, hidden, response_ids, with_entropy=True, entropy_grad=True, rows=2)
+    assert ent.requires_grad
 
 
 def count_grad_forwards(lm) -> list[int]:
