@@ -71,15 +71,20 @@ class Row:
         return self.name.replace(" ", "-")
 
 
+MICRO_BATCHES = 4  # the "accum" row: the same update in 4 micro-batches of 8 sequences (--grad-accum-steps)
+
+
 def rows_for(algo: str) -> list[Row]:
-    """TRL and rlhfkit in the identical setting (fp32, bf16, optionally β = 0, gradient checkpointing), and
-    rlhfkit's CPU defaults (LoRA, bf16, MiniLM RM) against TRL bf16."""
+    """TRL and rlhfkit in the identical setting (fp32, bf16, optionally β = 0, gradient checkpointing);
+    rlhfkit fp32 with the same update accumulated over micro-batches (a memory lever TRL's GRPO/RLOO step has
+    no equivalent of: its gradient_accumulation_steps samples a new batch per micro-batch); and rlhfkit's CPU
+    defaults (LoRA, bf16, MiniLM RM) against TRL bf16."""
     pairs = [("fp32", True), ("bf16", True), ("fp32 beta0", ALGOS[algo]["beta0_row"]), ("fp32 ckpt", True)]
     rows = []
     for variant, wanted in pairs:
         if wanted:
             rows += [Row(f"TRL {variant}", "trl", ""), Row(f"rlhfkit {variant}", "rlhfkit", f"TRL {variant}")]
-    return rows + [Row("rlhfkit defaults", "rlhfkit", "TRL bf16")]
+    return rows + [Row("rlhfkit fp32 accum", "rlhfkit", "TRL fp32"), Row("rlhfkit defaults", "rlhfkit", "TRL bf16")]
 
 
 # ----------------------------------------------------------------------------------------- running
@@ -142,6 +147,7 @@ def rlhfkit_flags(algo: str, row: Row, models: dict[str, Path], prompts: Path, o
     if row.name == "rlhfkit defaults":
         return flags + ["--lora", "--reward-model", str(models["minilm_rm"])]
     flags += ["--gradient-checkpointing"] if "ckpt" in row.name else []
+    flags += ["--grad-accum-steps", str(MICRO_BATCHES)] if "accum" in row.name else []
     return flags + ["--no-lora", "--dtype", "bf16" if "bf16" in row.name else "fp32",
                     "--reward-model", str(models["smollm2_rm"]), "--kl-coef", str(kl_coef_of(algo, row)),
                     # TRL: top-k 0, top-p 1, constant lr, nothing saved while training (save_strategy="no")

@@ -102,8 +102,13 @@ def read_frontier(folder: str | Path) -> dict:
 
 
 def build_frontier_report(folder: str | Path) -> Path:
-    """Write `folder/frontier.html` from `folder/frontier.json` and return its path."""
+    """Write `folder/frontier.html` (and its chart alone as `folder/frontier.png`, when there are points) from
+    `folder/frontier.json`; return the page's path."""
     frontier = read_frontier(folder)
+    points = [p for p in frontier.get("points") or [] if isinstance(p, dict)]
+    if points:
+        fits = frontier.get("fits") if isinstance(frontier.get("fits"), dict) else {}
+        plots.save_figure(plots.frontier_figure(points, fits, METHOD_LABELS), Path(folder) / "frontier.png")
     out = Path(folder) / "frontier.html"
     title = f"rlhfkit reward–KL frontier: {Path(frontier.get('demo') or folder).name}"
     write_page(out, title, [f"<h1>{escape(title)}</h1>",

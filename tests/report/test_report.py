@@ -334,6 +334,7 @@ def test_frontier_page_shows_chart_fits_notes_and_points(tmp_path):
     assert "0.123" in html and "not fitted: needs 2 points with KL &gt; 0, has 1" in html  # fits table
     assert "+0.050 [+0.030, +0.070]" in html and "&#946; 0.01" in html  # points table: β 0.01's gold gain
     assert "4 points (PPO, DPO, best-of-n) on 60 held-out prompts" in html
+    assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the chart alone, for docs
 
 
 def test_frontier_page_without_notes_says_so_and_a_missing_file_is_a_data_error(tmp_path):
