@@ -200,3 +200,15 @@ def test_dpo_cli(tiny_llama, tmp_path, capsys):
     assert main(["dpo", "--policy", tiny_llama, "--data", data, "--output", str(tmp_path / "x"),
                  "--loss", "ipo", "--label-smoothing", "0.1"]) == 2
     assert "label_smoothing" in capsys.readouterr().err
+
+
+def test_step0_check_tolerance_follows_the_dtype(caplog):
+    """0.2 nats of drift is bf16 rounding of a differently batched reference pass, but a stale cache in fp32."""
+    from rlhfkit.trainers.dpo import check_step0
+
+    metrics = {"dpo/chosen_reward": 0.02, "dpo/rejected_reward": -0.01}  # β 0.1: 0.2 nats
+    with caplog.at_level("WARNING", logger="rlhfkit.trainers.dpo"):
+        check_step0(metrics, 0.1, "bf16")
+        assert not caplog.records
+        check_step0(metrics, 0.1, "fp32")
+    assert len(caplog.records) == 1 and "0.200 nats" in caplog.records[0].getMessage()
