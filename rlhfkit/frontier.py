@@ -37,6 +37,7 @@ from rlhfkit.trainers import loop
 
 log = logging.getLogger(__name__)
 
+MIN_SPREAD = 1.25  # a method's points are fitted only when their √KL spread at least this factor
 FIT_GRID = 50  # √KL values at which frontier.json tabulates each fitted curve for the chart
 # the per-method statistics of `compare.summarize` that a frontier row copies
 ROW_FIGURES = ("kl", "kl_ci95", "gold_reward", "gold_reward_ci95", "rm_reward", "rm_reward_ci95",
@@ -169,16 +170,22 @@ def gao_fits(rows: list[dict]) -> dict[str, dict]:
     trained methods, R_bon for best-of-n (ALGORITHMS.md §10, `eval.scaling`), tabulated on FIT_GRID points.
 
     Returns {method: {"form": "rl"|"bon", "n_points", "sqrt_kl": [grid], "gold"|"proxy": {"alpha", "beta",
-    "curve": [R at the grid]}}}, or {"form", "skipped": reason} with fewer than 2 distinct √KL > 0."""
+    "curve": [R at the grid]}}}, or {"form", "skipped": reason} with fewer than 2 distinct √KL > 0 or when the
+    largest √KL is less than MIN_SPREAD times the smallest (measured: RLOO β 0.01 / 0.05 / 0.2 all ended at
+    KL 0.90–0.94, and the fit through them swung to −1.4 between 0 and its points)."""
     fits = {}
     for method in dict.fromkeys(r["method"] for r in rows):
         points = [r for r in rows if r["method"] == method]
         form, fit, curve = ("bon", fit_bon, bon_curve) if method == "bon" else ("rl", fit_rl, rl_curve)
         d = [r["sqrt_kl"] for r in points]
-        informative = len({x for x in d if x > 0})
-        if informative < 2:
+        informative = sorted({x for x in d if x > 0})
+        if len(informative) < 2:
             fits[method] = {"form": form,
-                            "skipped": f"not fitted: needs 2 points with KL > 0, has {informative}"}
+                            "skipped": f"not fitted: needs 2 points with KL > 0, has {len(informative)}"}
+            continue
+        if informative[-1] < MIN_SPREAD * informative[0]:  # two parameters from one √KL: the curve is arbitrary
+            fits[method] = {"form": form, "skipped": f"not fitted: its points sit at one KL (√KL "
+                            f"{informative[0]:.2f}–{informative[-1]:.2f}, less than a {MIN_SPREAD}x spread)"}
             continue
         grid = np.linspace(0.0, max(d), FIT_GRID)  # [FIT_GRID]
         entry = {"form": form, "n_points": len(points), "sqrt_kl": grid.tolist()}

@@ -76,6 +76,14 @@ def test_gao_fits_recover_the_forms_and_skip_methods_without_two_points():
     assert fits["dpo"] == {"form": "rl", "skipped": "not fitted: needs 2 points with KL > 0, has 1"}
 
 
+def test_gao_fits_skip_a_method_whose_points_sit_at_one_kl():
+    """√KL 0.95 and 1.1 (< 1.25x apart): two parameters from one place; 0.95 and 1.2 (1.26x) are fitted."""
+    close = gao_fits(rl_points("rloo", 1.0, 0.5, [0.95, 1.1]))["rloo"]
+    assert close == {"form": "rl", "skipped": "not fitted: its points sit at one KL (√KL 0.95–1.10, less than "
+                                              "a 1.25x spread)"}
+    assert "gold" in gao_fits(rl_points("rloo", 1.0, 0.5, [0.95, 1.2]))["rloo"]
+
+
 def test_sweep_notes_where_proxy_keeps_rising_while_gold_falls():
     ppo = [  # given out of KL order: the notes must follow KL, not the list
         {"method": "ppo", "label": "β 0.01", "kl": 8.0, "rm_delta": 1.2, "gold_delta": -0.1,
