@@ -37,7 +37,8 @@ def token_logprobs(head: nn.Module, hidden, response_ids, temperature: float = 1
 
     Under autograd every chunk's logits are saved for the backward pass ([B, T, V] fp32 in all) unless
     `checkpoint_chunks`: then each chunk is checkpointed and its logits recomputed in the backward pass (one
-    extra vocabulary projection, ~7% of a SmolLM2 forward+backward; bench/logprob_memory.py measures both).
+    extra vocabulary projection: the head's forward + backward took 1.03-1.22x as long, for 0.85-0.87x its peak
+    memory at 32 x 48 tokens, bench/logprob_memory.py).
     The entropy is a metric unless `entropy_grad` (an entropy bonus): only then does it join the autograd graph.
     Returns: (logprobs [B, T], entropy [B, T] or None)."""
     def chunk(h, y):

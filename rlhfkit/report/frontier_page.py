@@ -18,10 +18,15 @@ from rlhfkit.report.layout import METHOD_LABELS, ci, figure, method_label, num, 
 log = logging.getLogger(__name__)
 
 
+def points_and_fits(frontier: dict) -> tuple[list[dict], dict]:
+    """frontier.json's points and fits, leaving out what is not an object (a hand-edited file may hold it)."""
+    points = [p for p in frontier.get("points") or [] if isinstance(p, dict)]
+    return points, frontier.get("fits") if isinstance(frontier.get("fits"), dict) else {}
+
+
 def frontier_section(frontier: dict, *, heading: str = "Reward–KL frontier", link: str | None = None) -> str:
     """The chart, the over-optimisation notes, the fits and the points of frontier.json as HTML."""
-    points = [p for p in frontier.get("points") or [] if isinstance(p, dict)]
-    fits = frontier.get("fits") if isinstance(frontier.get("fits"), dict) else {}
+    points, fits = points_and_fits(frontier)
     notes = [n for n in frontier.get("overoptimisation") or [] if isinstance(n, dict)]
     parts = [f"<h2>{escape(heading)}</h2>"]
     if link:
@@ -105,9 +110,8 @@ def build_frontier_report(folder: str | Path) -> Path:
     """Write `folder/frontier.html` (and its chart alone as `folder/frontier.png`, when there are points) from
     `folder/frontier.json`; return the page's path."""
     frontier = read_frontier(folder)
-    points = [p for p in frontier.get("points") or [] if isinstance(p, dict)]
+    points, fits = points_and_fits(frontier)
     if points:
-        fits = frontier.get("fits") if isinstance(frontier.get("fits"), dict) else {}
         plots.save_figure(plots.frontier_figure(points, fits, METHOD_LABELS), Path(folder) / "frontier.png")
     out = Path(folder) / "frontier.html"
     title = f"rlhfkit reward–KL frontier: {Path(frontier.get('demo') or folder).name}"

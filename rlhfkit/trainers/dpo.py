@@ -230,7 +230,7 @@ def check_step0(metrics: dict[str, float], beta: float, dtype: str = "fp32") -> 
     nats per sequence and 0.16 on the mean of 16 (measured on SmolLM2-135M, batches of 16 vs 8), hence the
     per-dtype tolerance. A stale cache (another model or data) is off by nats."""
     drift = max(abs(metrics["dpo/chosen_reward"]), abs(metrics["dpo/rejected_reward"])) / beta  # nats
-    tolerance = STEP0_TOLERANCE.get(dtype, STEP0_TOLERANCE["fp32"])
+    tolerance = STEP0_TOLERANCE[dtype]
     log.info("step-0 check: |mean log π − log π_ref| = %.2e nats (0 expected; %s rounding allows %g)",
              drift, dtype, tolerance)
     if drift > tolerance:
