@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlhfkit.models import attention
 from rlhfkit.models.policy import position_ids_for
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ def has_llama_layers(model: nn.Module) -> bool:
     (pre-norm attention + MLP blocks, rotary positions, SDPA, no sliding window, no norms on q / k). Other
     supported models decode with their own forward (same results, ~10% slower per step on SmolLM2)."""
     config = model.config
-    return (config.model_type in LLAMA_STYLE_MODEL_TYPES and config._attn_implementation == "sdpa"
+    return (config.model_type in LLAMA_STYLE_MODEL_TYPES and config._attn_implementation in ("sdpa", attention.NAME)
             and getattr(config, "sliding_window", None) is None and not hasattr(model.model.layers[0].self_attn,
                                                                                  "q_norm"))
 
@@ -323,7 +324,10 @@ def llama_decode_step(model: nn.Module, tokens, position_ids, kv: list, mask, sl
         values.index_copy_(2, slot, attn.v_proj(x).view(batch, 1, -1, attn.head_dim).transpose(1, 2).to(dtype))
         # one query token: its Hq heads as Hkv groups of rows (transformers' pack_gqa), so K/V are not repeated
         q = q.to(dtype).reshape(batch, keys.shape[1], -1, attn.head_dim)  # [B, Hkv, Hq/Hkv, D]
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)
+        if attention.use_written_out(q, keys.shape[2]):  # as the trainers' forward computes it
+            out = attention.written_out_attention(q, keys, values, mask == 0, attn.scaling)  # [B, Hkv, G, D]
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)
         hidden = hidden + attn.o_proj(out.reshape(batch, 1, -1))  # [B, 1, H]
         x = layer.post_attention_layernorm(hidden).to(dtype)  # [B, 1, H]
         hidden = hidden + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))  # [B, 1, H]

@@ -252,7 +252,9 @@ def test_bf16_copy_computes_what_autocast_computes(tiny_llama):
         expected = response_logprobs(lm, torch.cat([query_ids, response_ids], 1),
                                       torch.cat([query_mask, torch.ones_like(response_ids)], 1), response_ids, 0.7)
     counted = logprobs != 0
-    torch.testing.assert_close(logprobs[counted], expected[counted], atol=1e-4, rtol=0)
+    # 3e-4: a bf16 rounding of attention weights can flip between the one-row decode step and the full
+    # forward (fp32 scores summed in another order); different weights would differ by ~1e-2
+    torch.testing.assert_close(logprobs[counted], expected[counted], atol=3e-4, rtol=0)
 
 
 @pytest.mark.parametrize("update", ["fused_adamw", "load_state_dict"])
@@ -321,4 +323,6 @@ def test_bf16_copy_follows_a_full_fine_tune(tmp_path):
             expected = response_logprobs(lm, torch.cat([query_ids, response_ids], 1),
                                          torch.cat([query_mask, torch.ones_like(response_ids)], 1), response_ids, 0.7)
     counted = logprobs != 0
-    torch.testing.assert_close(logprobs[counted], expected[counted], atol=1e-4, rtol=0)
+    # 3e-4: a bf16 rounding of attention weights can flip between the one-row decode step and the full
+    # forward (fp32 scores summed in another order); different weights would differ by ~1e-2
+    torch.testing.assert_close(logprobs[counted], expected[counted], atol=3e-4, rtol=0)

@@ -144,8 +144,11 @@ def disable_dropout(model) -> None:
 
 
 def load_causal_lm(path: str | Path):
-    """A causal LM with a distinct pad token and dropout off."""
+    """A causal LM with a distinct pad token and dropout off, its attention `models.attention` (written out
+    for short sequences on the CPU, SDPA otherwise)."""
     from transformers import AutoModelForCausalLM
+
+    from rlhfkit.models import attention
 
     folder = resolve_model_path(str(path))
     if (folder / "adapter_config.json").is_file():  # a LoRA policy saved by rlhfkit ppo/dpo: merge for use
@@ -156,7 +159,7 @@ def load_causal_lm(path: str | Path):
         base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
         model = PeftModel.from_pretrained(load_causal_lm(base), folder).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attention.register())
     disable_dropout(model)
     return model
 

@@ -1,0 +1,79 @@
+"""Attention for short sequences on the CPU: plain matmul-softmax-matmul instead of SDPA's CPU flash kernel.
+
+    softmax(q kᵀ · s + mask) v,   mask = 0 where a query may attend a key, the dtype's minimum elsewhere
+
+On this CPU (2 cores, bf16 autocast, SmolLM2's 9 query / 3 key-value heads of 64) SDPA's flash kernel's
+backward pass is slow for short sequences: forward + backward of one layer at batch 4 × 92 tokens took 10.9 ms
+against 4.0 ms written out (batch 8: 22.5 vs 7.0 ms), and it was 20% of a PPO update. From ~300 keys on the
+flash kernel is faster (512: 30 vs 35 ms; 1024: 49 vs 84 ms) and needs no [B, H, L, L] scores, so longer
+sequences and every other device keep SDPA (bench/attention_speed.py).
+
+`load_causal_lm` loads models with `attn_implementation=NAME`; masks are built as for SDPA (boolean, or None
+when nothing is masked), so the two paths read the same masks. The engine's decode step makes the same choice
+(`use_written_out`), so sampling and the trainers' forward passes compute the same attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NAME = "rlhfkit_sdpa"  # the attn_implementation name models are loaded with
+MAX_EAGER_KEYS = 256  # up to this many keys the written-out attention runs on the CPU (measured crossover ~300)
+
+
+def written_out_attention(query, key, value, mask: torch.Tensor, scaling: float) -> torch.Tensor:
+    """softmax(q kᵀ · s + m) v with scores and softmax in fp32 and the weights cast to v's dtype, the order of
+    SDPA's CPU flash kernel (outputs differ from it by about one bf16 rounding, not by bf16 scores).
+
+    Args: query [B, Hq, Q, D]; key, value [B, Hkv, K, D] (Hq a multiple of Hkv: grouped-query attention);
+        mask [B or 1, 1, Q, K] bool, True = may attend. A row with no key allowed (a left-padding position)
+        gets uniform weights instead of NaN; its output is never read by a real position.
+    Returns: [B, Hq, Q, D]."""
+    groups = query.shape[1] // key.shape[1]
+    with torch.autocast(query.device.type, enabled=False):
+        key = key.repeat_interleave(groups, dim=1) if groups > 1 else key  # [B, Hq, K, D]
+        value = value.repeat_interleave(groups, dim=1) if groups > 1 else value  # [B, Hq, K, D]
+        scores = torch.matmul(query.float(), key.float().transpose(2, 3)) * scaling  # [B, Hq, Q, K]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1).to(value.dtype)  # [B, Hq, Q, K]
+        return torch.matmul(weights, value)  # [B, Hq, Q, D]
+
+
+def use_written_out(query: torch.Tensor, n_keys: int) -> bool:
+    """Whether attention over `n_keys` keys is written out (CPU, at most MAX_EAGER_KEYS keys) or left to SDPA."""
+    return query.device.type == "cpu" and n_keys <= MAX_EAGER_KEYS
+
+
+def attention(module: nn.Module, query, key, value, attention_mask, dropout: float = 0.0,
+              scaling: float | None = None, is_causal: bool | None = None, **kwargs):
+    """transformers' attention interface: the written-out attention for up to MAX_EAGER_KEYS keys on the CPU
+    (without dropout), else transformers' SDPA. Returns (output [B, Q, Hq, D], None)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    q_len, k_len = query.shape[2], key.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    # no mask: causal self-attention over the whole input (or one unmasked query); with a cache and several
+    # queries SDPA's alignment rules apply, so it keeps those
+    simple = attention_mask is not None or q_len == 1 or (q_len == k_len and causal)
+    if (not use_written_out(query, k_len) or not simple or kwargs.get("softcap") is not None
+            or (dropout and module.training)):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    if attention_mask is None:
+        attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device)
+        if q_len > 1:
+            attention_mask = attention_mask.tril()
+        attention_mask = attention_mask[None, None]  # [1, 1, Q, K]
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    return written_out_attention(query, key, value, attention_mask, scaling).transpose(1, 2).contiguous(), None
+
+
+def register() -> str:
+    """Register NAME with transformers (attention function and SDPA's mask builder); returns NAME."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(NAME, attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    return NAME
