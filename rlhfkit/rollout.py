@@ -34,6 +34,9 @@ class Rollout:
     logprobs: torch.Tensor | None = None  # [B, T] log π_old
     ref_logprobs: torch.Tensor | None = None  # [B, T] log π_ref
     values: torch.Tensor | None = None  # [B, T] V_old
+    # [B, T] log softmax(logits / τ)[y_t] as the engine computed them while sampling (0 after EOS); None from
+    # `generate`'s fallback. Evaluation reads them; trainers recompute log π_old with their own forward
+    sample_logprobs: torch.Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -151,8 +154,9 @@ def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: b
     query_ids, query_mask = encode_prompts(tokenizer, prompts, use_chat_template)
     device = next(lm.parameters()).device
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
+    sample_logprobs = None
     if uses_engine(lm, gen_cfg):
-        response_ids, _ = engine.sampler_for(lm).sample(
+        response_ids, sample_logprobs = engine.sampler_for(lm).sample(
             query_ids, query_mask, temperature=gen_cfg.temperature, max_new_tokens=gen_cfg.max_new_tokens,
             eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)  # [B, T]
     else:
@@ -161,7 +165,8 @@ def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: b
     response_ids = torch.where(mask.bool(), response_ids, tokenizer.pad_token_id)  # nothing after EOS
     texts = tokenizer.batch_decode(torch.where(response_ids == tokenizer.eos_token_id, tokenizer.pad_token_id,
                                                response_ids), skip_special_tokens=True)
-    return Rollout(list(prompts), query_ids, query_mask, response_ids, mask, texts, ended)
+    return Rollout(list(prompts), query_ids, query_mask, response_ids, mask, texts, ended,
+                   sample_logprobs=sample_logprobs)
 
 
 @torch.no_grad()
@@ -179,8 +184,11 @@ def reference_logprobs(actor_critic, ref_lm, roll: Rollout, temperature: float) 
 
 
 def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg, *,
-                    use_chat_template: bool = True, autocast=contextlib.nullcontext) -> Rollout:
-    """1. sample y ~ π(·|x); 2. score r_φ(x, y); 3. log π_old, log π_ref and V_old, all without gradients."""
+                    use_chat_template: bool = True, autocast=contextlib.nullcontext,
+                    old_logprobs: bool = True) -> Rollout:
+    """1. sample y ~ π(·|x); 2. score r_φ(x, y); 3. log π_old, log π_ref and V_old, all without gradients.
+    `old_logprobs=False` (a critic-free step with one update per batch): no pass for log π_old (left None; the
+    update's own forward gives it, `trainers/critic_free.py`)."""
     t0 = time.perf_counter()
     with autocast():
         roll = generate(actor_critic.lm, tokenizer, prompts, gen_cfg, use_chat_template)
@@ -190,9 +198,10 @@ def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list
         roll.scores = torch.tensor(scores, dtype=torch.float32, device=roll.response_ids.device)  # [B]
     t2 = time.perf_counter()
     with torch.no_grad(), autocast():
-        roll.logprobs, roll.values, _ = actor_critic(
-            roll.input_ids, roll.attention_mask, roll.query_ids.shape[1], roll.response_ids, gen_cfg.temperature
-        )
+        if old_logprobs:
+            roll.logprobs, roll.values, _ = actor_critic(
+                roll.input_ids, roll.attention_mask, roll.query_ids.shape[1], roll.response_ids, gen_cfg.temperature
+            )
         roll.ref_logprobs = reference_logprobs(actor_critic, ref_lm, roll, gen_cfg.temperature)
     t3 = time.perf_counter()
     roll.timings = {"time/generation_s": t1 - t0, "time/scoring_s": t2 - t1, "time/logprobs_s": t3 - t2}

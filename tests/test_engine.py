@@ -257,6 +257,26 @@ def test_bf16_copy_computes_what_autocast_computes(tiny_llama):
     torch.testing.assert_close(logprobs[counted], expected[counted], atol=3e-4, rtol=0)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_generate_returns_the_log_probs_a_forward_pass_gives(tiny_llama, bf16):
+    """`generate`'s sample_logprobs (which the evaluation's KL reads) are the policy's log-probs of the sampled
+    tokens, 0 after EOS: as `response_logprobs` computes them, in fp32 and under bf16 autocast. A plain model,
+    as the evaluation loads every policy (LoRA merged): with unmerged LoRA under bf16 the engine's merged
+    bf16(W + s·BA) and the forward's bf16(W) x + s·B A x differ by up to ~1e-2 per token."""
+    lm, tokenizer = load_causal_lm(tiny_llama), load_tokenizer(tiny_llama, padding_side="left")
+    gen_cfg = GenerationConfig(max_new_tokens=8, temperature=0.7)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        roll = generate(lm, tokenizer, PROMPTS * 3, gen_cfg)
+        expected = response_logprobs(lm, roll.input_ids, roll.attention_mask, roll.response_ids, 0.7)
+    assert roll.sample_logprobs.shape == roll.mask.shape and (roll.sample_logprobs[roll.mask == 0] == 0).all()
+    torch.testing.assert_close(roll.sample_logprobs * roll.mask, expected * roll.mask, atol=1e-3 if bf16 else 2e-5,
+                               rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the fallback computes none
+        assert generate(lm, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=2, engine="hf")).sample_logprobs \
+            is None
+
+
 @pytest.mark.parametrize("update", ["fused_adamw", "load_state_dict"])
 def test_copy_follows_the_trained_weights(tiny_llama, update):
     """After an optimiser step (the fused AdamW of trainers/loop.py bumps no version counter) or a checkpoint

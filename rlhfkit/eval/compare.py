@@ -35,6 +35,9 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
                   use_chat_template: bool = True, bf16: bool = False) -> list[dict]:
     """One sampled response per prompt with its KL to the reference, Σ_t log π(y_t) − log π_ref(y_t) (k1).
 
+    log π is what the engine computed while sampling (the same weights and arithmetic as a forward pass under
+    the same autocast; bf16 roundings can differ, below 1e-3 per token, tests/test_engine.py), so only the
+    reference makes a forward pass; with `generate`'s fallback the policy makes one too.
     `bf16`: sample and score under bf16 autocast on the policy's device (~2.4x faster matmuls on CPU).
     Returns one dict per prompt: {response, kl, response_len, ended}."""
     torch.manual_seed(seed)  # every policy sees the same sampling noise stream
@@ -45,8 +48,9 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
             if lm is ref_lm:  # the reference itself: KL is 0, no forward passes needed
                 kl = torch.zeros(len(roll.responses))  # [B]
             else:
-                kl = ((policy_logprobs(lm, roll, gen_cfg.temperature)
-                       - policy_logprobs(ref_lm, roll, gen_cfg.temperature)) * roll.mask).sum(1)  # [B]
+                logprobs = roll.sample_logprobs if roll.sample_logprobs is not None else \
+                    policy_logprobs(lm, roll, gen_cfg.temperature)  # [B, T]
+                kl = ((logprobs - policy_logprobs(ref_lm, roll, gen_cfg.temperature)) * roll.mask).sum(1)  # [B]
         rows += [{"response": r, "kl": k, "response_len": int(n), "ended": bool(e)}
                  for r, k, n, e in zip(roll.responses, kl.tolist(), roll.response_len.tolist(), roll.ended.tolist())]
     return rows

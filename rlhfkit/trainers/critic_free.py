@@ -1,7 +1,8 @@
 """Critic-free online RL: GRPO, Dr. GRPO, RLOO, REINFORCE++ (ALGORITHMS.md §8). Per step:
 
     1. B prompts × k completions in one batched generate (the loop in `trainers/online.py`): s = r(x, y),
-       log π_old and log π_ref (same τ); no critic, no values
+       log π_old and log π_ref (same τ); no critic, no values. With one update per batch and the KL as a
+       loss, log π_old is that update's own forward, detached (`needs_old_pass`)
     2. KL in the reward (RLOO, REINFORCE++): s' = s − β Σ_t k1_t; KL as a loss (GRPO): s' = s
     3. advantages: from the k completions of the same prompt (grpo, dr_grpo, rloo, reinforce_baseline), or
        REINFORCE++'s token-level returns of r_t = −β k1_t (+ s at the last token), whitened over the batch
@@ -43,13 +44,31 @@ def advantages_for(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, acc
     return losses.group_advantages(everyone, cfg.advantage, cfg.scale)[rows].reshape(-1)  # [B]
 
 
+def needs_old_pass(cfg: CriticFreeConfig) -> bool:
+    """Whether log π_old needs a no-grad pass of its own. Not when one update follows each batch and nothing
+    reads log π_old before it (no KL in the reward, no REINFORCE++ returns): that update's forward runs on the
+    weights that sampled, so its log-probs, detached, are log π_old (ratio = 1 with the gradient of log π,
+    as TRL's GRPO does). Saves one no-grad forward of the batch per step."""
+    one_update = cfg.num_iterations * cfg.num_minibatches == 1
+    return not (one_update and cfg.kl_in == "loss" and cfg.advantage != "reinforce_pp")
+
+
 def critic_free_step(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, train,
                      accelerator=None) -> dict[str, float]:
     """Steps 2–5 on one rollout of B = P·k sequences; `train(minibatch, advantages)` does one optimiser step."""
     beta = state.kl_ctl.value
     advantages = advantages_for(cfg, state, roll, accelerator)  # [B] or [B, T]
-    stats = [train(roll.select(idx), advantages[idx], beta)
-             for idx in online.minibatches(len(roll.prompts), cfg.minibatch_size, cfg.num_iterations)]
+    from_update = roll.logprobs is None  # one update on this batch: its forward gives log π_old (needs_old_pass)
+    if from_update:
+        roll.logprobs = torch.zeros_like(roll.ref_logprobs)  # [B, T], filled below
+    stats = []
+    for idx in online.minibatches(len(roll.prompts), cfg.minibatch_size, cfg.num_iterations):
+        minibatch = roll.select(idx)
+        if from_update:
+            minibatch.logprobs = None
+        stats.append(train(minibatch, advantages[idx], beta))
+        if from_update:
+            roll.logprobs[idx] = minibatch.logprobs
     kl_k1 = online.update_kl_controller(state, roll, accelerator)  # [B]
     return {
         **online.rollout_metrics(roll, kl_k1),
@@ -69,6 +88,8 @@ def make_train_fn(cfg: CriticFreeConfig, learner: loop.Learner, state: OnlineSta
         mb, advantages, beta = micro
         logprobs, _, entropy = model(mb.input_ids, mb.attention_mask, mb.query_ids.shape[1], mb.response_ids,
                                      cfg.generation.temperature, with_entropy=True)
+        if mb.logprobs is None:  # the batch's only update: log π_old is this forward's, detached (ratio = 1)
+            mb.logprobs = logprobs.detach()
         row = {}
         if cfg.ratio == "sequence":
             loss, clipfrac = losses.sequence_policy_loss(logprobs, mb.logprobs, advantages, mb.mask, cfg.clip_range)
@@ -97,6 +118,8 @@ def make_train_fn(cfg: CriticFreeConfig, learner: loop.Learner, state: OnlineSta
         parts = torch.arange(len(mb.prompts)).tensor_split(cfg.optim.grad_accum_steps)
         micro = [(mb.select(idx), advantages[idx], beta) for idx in parts]
         metrics = online.accumulate(learner, state, micro, micro_loss, count)
+        if mb.logprobs is None:  # each micro-batch's forward filled its rows
+            mb.logprobs = torch.cat([m[0].logprobs for m in micro])  # [mb, T]
         grad_norm, lr = metrics.pop("grad_norm"), metrics.pop("lr")
         return {**metrics, "rl/grad_norm": grad_norm, "rl/lr": lr}
 
@@ -108,5 +131,6 @@ def train_critic_free(cfg: CriticFreeConfig, reward_model=None, monitors: dict |
     """GRPO / RLOO / REINFORCE++ for cfg.steps (`online.train_online` documents arguments and outputs)."""
     name = {"rloo": "rloo", "reinforce_pp": "reinforce_pp"}.get(cfg.advantage, "grpo")
     algo = online.Algorithm(name, step=critic_free_step, make_train_fn=make_train_fn,
-                            updates=lambda c: c.num_iterations * c.num_minibatches, with_value=False)
+                            updates=lambda c: c.num_iterations * c.num_minibatches, with_value=False,
+                            old_logprobs=needs_old_pass)
     return online.train_online(cfg, algo, reward_model, monitors, prompts)

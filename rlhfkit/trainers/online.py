@@ -7,7 +7,8 @@
 
 An algorithm is three functions: `step(cfg, state, roll, train, accelerator) -> metrics`,
 `make_train_fn(cfg, learner, state) -> train` and `updates(cfg) -> optimiser steps per rollout batch`; whether
-it has a critic is `with_value`. Checkpoint, resume, reward, reference and sampling are the same for all.
+it has a critic is `with_value`, whether the rollout needs a no-grad pass for log π_old `old_logprobs(cfg)`.
+Checkpoint, resume, reward, reference and sampling are the same for all.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class Algorithm:
     updates: Callable  # cfg -> optimiser steps per rollout batch
     with_value: bool = False
     build_models: Callable | None = None  # default: `build_models` below
+    # cfg -> whether the rollout computes log π_old in a no-grad pass (False: the step takes it from its update)
+    old_logprobs: Callable = lambda cfg: True
 
 
 def build_actor_critic(cfg: OnlineConfig, tokenizer, with_value: bool = True) -> ActorCritic:
@@ -270,7 +273,8 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
                              accelerator.num_processes)
         batch = [p for p in batch for _ in range(cfg.group_size)]  # each prompt's k completions together
         roll = collect_rollout(unwrapped, ref_lm, tokenizer, reward_model, batch, cfg.generation,
-                               use_chat_template=cfg.use_chat_template, autocast=accelerator.autocast)
+                               use_chat_template=cfg.use_chat_template, autocast=accelerator.autocast,
+                               old_logprobs=algo.old_logprobs(cfg))
         t1 = time.perf_counter()
         metrics = algo.step(cfg, state, roll, train, accelerator)
         for name, fn in (monitors or {}).items():

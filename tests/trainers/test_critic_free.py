@@ -111,6 +111,44 @@ def test_grpo_kl_loss_holds_the_policy_closer(tiny_llama, tmp_path):
     assert kl[1.0] < kl[0.0] / 2, kl
 
 
+@pytest.mark.parametrize("accum", [1, 2])
+def test_one_update_takes_log_pi_old_from_its_own_forward(accum, tiny_llama, tmp_path, monkeypatch):
+    """GRPO with one update per batch and a KL loss skips the no-grad log π_old pass; the run is the one
+    with the pass (same losses, KL metrics, ratio 1 and final weights), micro-batched or not."""
+    from rlhfkit.trainers import online
+
+    asked = []
+    real_collect = online.collect_rollout
+    monkeypatch.setattr(online, "collect_rollout",
+                        lambda *a, **k: asked.append(k["old_logprobs"]) or real_collect(*a, **k))
+    rows, weights = {}, {}
+    for forced in (False, True):
+        if forced:
+            monkeypatch.setattr(critic_free, "needs_old_pass", lambda cfg: True)
+        out = tmp_path / str(forced)
+        cfg = cf_cfg("grpo", tiny_llama, out, steps=3, lr=1e-2, kl_coef=0.1, grad_accum_steps=accum)
+        train_critic_free(cfg, reward_model=WordReward())
+        rows[forced] = rows_of(out / "grpo")
+        weights[forced] = (out / "grpo" / "policy").rglob("*.safetensors")
+    assert asked == [False] * 3 + [True] * 3
+    for key in ("rollout/score_mean", "rollout/kl", "rollout/kl_k3", "rl/policy_loss", "rl/kl_loss", "rl/ratio"):
+        assert [r[key] for r in rows[False]] == pytest.approx([r[key] for r in rows[True]], abs=1e-5), key
+    assert all(r["rl/ratio"] == 1.0 for r in rows[False]) and rows[False][-1]["rollout/kl"] > 0
+    from safetensors.torch import load_file
+
+    (a,), (b,) = map(list, weights.values())
+    for name, tensor in load_file(a).items():
+        torch.testing.assert_close(tensor, load_file(b)[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("overrides, needed", [
+    ({}, False), ({"num_iterations": 2}, True), ({"num_minibatches": 2}, True),
+    ({"kl_in": "reward", "kl_estimator": "k1"}, True)])
+def test_which_configs_need_the_old_pass(overrides, needed, tiny_llama, tmp_path):
+    assert critic_free.needs_old_pass(cf_cfg("grpo", tiny_llama, tmp_path, **overrides)) is needed
+    assert critic_free.needs_old_pass(cf_cfg("reinforce_pp", tiny_llama, tmp_path))
+
+
 def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
     full = cf_cfg("grpo", tiny_llama, tmp_path / "a", steps=4, save_every=2, lr=1e-2)
     train_critic_free(full, reward_model=WordReward())
