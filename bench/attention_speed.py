@@ -43,8 +43,11 @@ def layer_rows(rounds: int) -> list[dict]:
         mask = torch.ones(length, length, dtype=torch.bool).tril()[None, None].repeat(batch, 1, 1, 1)
         mask[0, ..., : length // 8] = False  # one left-padded row
         variants = {
-            "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.125, enable_gqa=True),
-            "written": lambda: attention.written_out_attention(q, k, v, mask, 0.125),
+            # as transformers' SDPA path does with a mask: K/V repeated per query head, then the flash kernel
+            "sdpa": lambda q=q, k=k, v=v, m=mask: F.scaled_dot_product_attention(
+                q, k.repeat_interleave(HEADS // KV_HEADS, 1), v.repeat_interleave(HEADS // KV_HEADS, 1),
+                attn_mask=m, scale=0.125),
+            "written": lambda q=q, k=k, v=v, m=mask: attention.written_out_attention(q, k, v, m, 0.125),
         }
         times = {name: [] for name in variants}
         for r in range(rounds + 1):

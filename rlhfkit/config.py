@@ -29,12 +29,12 @@ def _group(cls: type, help: str, **defaults) -> Any:
     The defaults are kept in the metadata too, so the loader builds the group through its constructor
     (running its checks) from these defaults plus the user's keys. A nested group's defaults are a dict
     (`optim={"lr": 2.5e-4}`), over that group's own defaults."""
-    def build():
+    def make():
         from rlhfkit.config_loading import _flatten, _instantiate
 
         return _instantiate(cls, _flatten(defaults))
 
-    return field(default_factory=build, metadata={"help": help, "defaults": defaults})
+    return field(default_factory=make, metadata={"help": help, "defaults": defaults})
 
 
 # --------------------------------------------------------------------------- shared groups
