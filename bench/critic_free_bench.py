@@ -175,11 +175,21 @@ def run_rlhfkit(algo: str, row: Row, models: dict[str, Path], prompts: Path, ste
     row.extra = {"response_len": [round(m["rollout/response_len"], 1) for m in logged],
                  **{k: mean_of(timed, f"rollout/{k}") for k in ("eos_rate", "kl")},
                  "first_ratio": mean_of(timed, "rl/first_ratio"), "sampler": sampler_of(output),
-                 # rlhfkit always computes log π_old and log π_ref (2 no-grad passes), also at β = 0
-                 "nograd_forwards_per_step": 2}
+                 # log π_ref always (also at β = 0, for the KL metric); log π_old unless the update's own
+                 # forward gives it (one update per batch, KL as a loss: critic_free.needs_old_pass)
+                 "nograd_forwards_per_step": 1 + needs_old_pass(output, algo)}
     finish(row, run, {"step": [m["step_time_s"] for m in logged],
                       **{k: [m.get(f"time/{k}_s", 0.0) for m in logged]
                          for k in ("generation", "scoring", "logprobs", "training")}})
+
+
+def needs_old_pass(output: Path, algo: str) -> bool:
+    """Whether the run made a no-grad pass for log π_old (its config.yaml through critic_free.needs_old_pass)."""
+    from rlhfkit.config import GRPOConfig, RLOOConfig, build
+    from rlhfkit.config_loading import load_yaml
+    from rlhfkit.trainers.critic_free import needs_old_pass as needs
+
+    return needs(build({"grpo": GRPOConfig, "rloo": RLOOConfig}[algo], load_yaml(str(output / "config.yaml"))))
 
 
 def sampler_of(output: Path) -> str:
