@@ -55,7 +55,8 @@ def attention(module: nn.Module, query, key, value, attention_mask, dropout: flo
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     # no mask: causal self-attention over the whole input (or one unmasked query); with a cache and several
     # queries SDPA's alignment rules apply, so it keeps those
-    simple = attention_mask is not None or q_len == 1 or (q_len == k_len and causal)
+    simple = (attention_mask.dtype == torch.bool if attention_mask is not None
+              else q_len == 1 or (q_len == k_len and causal))  # a float (additive) mask: SDPA takes it
     if (not use_written_out(query, k_len) or not simple or kwargs.get("softcap") is not None
             or (dropout and module.training)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,

@@ -66,7 +66,7 @@ def test_model_computes_what_sdpa_computes(tiny_llama, padded):
 
 
 def test_long_sequences_and_other_devices_keep_sdpa(monkeypatch):
-    """More keys than MAX_EAGER_KEYS, or a non-CPU tensor: SDPA."""
+    """More keys than MAX_EAGER_KEYS, an additive float mask, or a non-CPU tensor: SDPA."""
     calls = []
     monkeypatch.setattr("transformers.integrations.sdpa_attention.sdpa_attention_forward",
                         lambda *a, **k: calls.append(a[2].shape[2]) or (None, None))
@@ -75,7 +75,9 @@ def test_long_sequences_and_other_devices_keep_sdpa(monkeypatch):
     for keys in (n, n + 1):
         q, kv = torch.randn(1, 2, keys, 4), torch.randn(1, 2, keys, 4)
         attention.attention(module, q, kv, kv, None, scaling=0.5)
-    assert calls == [n + 1]
+    q, kv = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
+    attention.attention(module, q, kv, kv, torch.zeros(1, 1, 4, 4), scaling=0.5)  # an additive float mask
+    assert calls == [n + 1, 4]
     assert not attention.use_written_out(torch.empty(1, device="meta"), 8)
 
 
