@@ -27,14 +27,8 @@ def _group(cls: type, help: str, **defaults) -> Any:
     """A nested group with this command's own defaults for some of its fields (DPO's optim.lr = 1e-4).
 
     The defaults are kept in the metadata too, so the loader builds the group through its constructor
-    (running its checks) from these defaults plus the user's keys. A nested group's defaults are a dict
-    (`optim={"lr": 2.5e-4}`), over that group's own defaults."""
-    def make():
-        from rlhfkit.config_loading import _flatten, _instantiate
-
-        return _instantiate(cls, _flatten(defaults))
-
-    return field(default_factory=make, metadata={"help": help, "defaults": defaults})
+    (running its checks) from these defaults plus the user's keys."""
+    return field(default_factory=lambda: cls(**defaults), metadata={"help": help, "defaults": defaults})
 
 
 # --------------------------------------------------------------------------- shared groups
@@ -432,10 +426,11 @@ class DemoConfig:
                                          "prompt", ge=1)
     # 128: the engine samples 363 tok/s at batch 128 against 254 at 32 (2 cores, bench-style A/B)
     generation_batch_size: int = _f(128, "prompts per generate() call when sampling for labels/eval", ge=1)
-    # 20 steps at lr 2.5e-4 (80 updates): held-out gold gain as 50 steps at 1e-4 (seed 0: +0.091 [0.045, 0.136]
-    # vs +0.084 [0.042, 0.125]) in 2/5 of the time; 24 steps at 4e-4 with one minibatch gained less (+0.057)
+    # 50 steps: at 30 the held-out gold gain was +0.08 with a 95% CI of [0.03, 0.14] (seed 0). 20 steps at lr
+    # 2.5e-4 made the demo 7.8-7.9 min instead of ~13.5 but gained less gold at 2x the KL on the same data
+    # (seeds 0/1/2: +0.017/+0.065/+0.051 vs +0.048/+0.084/..., README "The demo")
     ppo: PPOConfig = _group(PPOConfig, "PPO options (policy/reward_model/output are set by the demo, which "
-                                       "passes its train prompts in memory)", steps=20, optim={"lr": 2.5e-4})
+                                       "passes its train prompts in memory)", steps=50)
     generation: GenerationConfig = _group(GenerationConfig, "sampling for labels and evaluation")
     algo: str = _f("ppo", "methods trained on the same preferences, comma-separated: ppo, dpo, grpo, rloo, "
                           "reinforce_pp; or all")
