@@ -31,7 +31,8 @@ from rlhfkit.trainers import loop  # noqa: E402
 from rlhfkit.trainers.online import build_actor_critic  # noqa: E402
 
 HEADS, KV_HEADS, HEAD_DIM = 9, 3, 64  # SmolLM2-135M
-SHAPES = [(4, 92), (8, 92), (4, 256), (2, 512), (1, 1024)]  # (batch, length); 92 = the demo's PPO batch
+# (batch, length): 92 = the demo's PPO batch; 128-256 bracket the cut-off (attention.MAX_EAGER_KEYS)
+SHAPES = [(4, 92), (8, 92), (4, 128), (4, 160), (4, 192), (4, 256), (2, 512), (1, 1024)]
 
 
 def layer_rows(rounds: int) -> list[dict]:

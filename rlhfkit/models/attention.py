@@ -2,11 +2,13 @@
 
     softmax(q kᵀ · s + mask) v,   mask = 0 where a query may attend a key, the dtype's minimum elsewhere
 
-On this CPU (2 cores, bf16 autocast, SmolLM2's 9 query / 3 key-value heads of 64) SDPA's flash kernel's
-backward pass is slow for short sequences: forward + backward of one layer at batch 4 × 92 tokens took 10.9 ms
-against 4.0 ms written out (batch 8: 22.5 vs 7.0 ms), and it was 20% of a PPO update. From ~300 keys on the
-flash kernel is faster (512: 30 vs 35 ms; 1024: 49 vs 84 ms) and needs no [B, H, L, L] scores, so longer
-sequences and every other device keep SDPA (bench/attention_speed.py).
+On this CPU (2 cores, bf16 inputs, SmolLM2's 9 query / 3 key-value heads of 64) SDPA's flash kernel is slow for
+short sequences, its backward pass above all: forward + backward of one layer at batch 4 × 92 tokens took 8.5 ms
+against 4.5 ms written out (batch 8: 17.2 vs 8.4 ms; 4 × 128: 11.6 vs 7.6; 4 × 160: 15.5 vs 11.7), and a whole
+PPO update 0.84x as long. From ~175 keys on the flash kernel is faster (4 × 192: 13.7 vs 15.9 ms; 4 × 256: 18.8
+vs 23.6; 1 × 1024: 38 vs 122) and needs no [B, H, L, L] weights kept for the backward pass, so longer sequences
+and every other device keep SDPA (bench/attention_speed.py). Kept weights are the cost: ~6 bytes × B·H·L² per
+layer (1 GB more peak RSS at 32 × 92 tokens per update in bench/grpo_vs_trl.py).
 
 `load_causal_lm` loads models with `attn_implementation=NAME`; masks are built as for SDPA (boolean, or None
 when nothing is masked), so the two paths read the same masks. The engine's decode step makes the same choice
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 NAME = "rlhfkit_sdpa"  # the attn_implementation name models are loaded with
-MAX_EAGER_KEYS = 256  # up to this many keys the written-out attention runs on the CPU (measured crossover ~300)
+MAX_EAGER_KEYS = 160  # up to this many keys the written-out attention runs on the CPU (measured crossover ~175)
 
 
 def written_out_attention(query, key, value, mask: torch.Tensor, scaling: float) -> torch.Tensor:
