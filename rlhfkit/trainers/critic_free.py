@@ -58,17 +58,16 @@ def critic_free_step(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, t
     """Steps 2–5 on one rollout of B = P·k sequences; `train(minibatch, advantages)` does one optimiser step."""
     beta = state.kl_ctl.value
     advantages = advantages_for(cfg, state, roll, accelerator)  # [B] or [B, T]
-    from_update = roll.logprobs is None  # one update on this batch: its forward gives log π_old (needs_old_pass)
-    if from_update:
-        roll.logprobs = torch.zeros_like(roll.ref_logprobs)  # [B, T], filled below
+    # no log π_old yet (needs_old_pass): the update's forward fills each minibatch's, gathered here [B, T]
+    filled = torch.zeros_like(roll.ref_logprobs) if roll.logprobs is None else None
     stats = []
     for idx in online.minibatches(len(roll.prompts), cfg.minibatch_size, cfg.num_iterations):
-        minibatch = roll.select(idx)
-        if from_update:
-            minibatch.logprobs = None
+        minibatch = roll.select(idx)  # its logprobs stay None when the rollout has none
         stats.append(train(minibatch, advantages[idx], beta))
-        if from_update:
-            roll.logprobs[idx] = minibatch.logprobs
+        if filled is not None:
+            filled[idx] = minibatch.logprobs
+    if filled is not None:
+        roll.logprobs = filled
     kl_k1 = online.update_kl_controller(state, roll, accelerator)  # [B]
     return {
         **online.rollout_metrics(roll, kl_k1),
