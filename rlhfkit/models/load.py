@@ -177,6 +177,44 @@ def load_sequence_classifier(path: str | Path, *, tokenizer=None):
     return model
 
 
+def store_frozen_matmuls(model, dtype) -> int:
+    """Store every frozen matmul weight of `model` (nn.Linear weights and biases that do not require grad, and a
+    frozen LM head) in `dtype`, the autocast dtype the model always runs under. Autocast casts those weights to
+    `dtype` at every call anyway (it caches casts only of weights that require grad), so under that autocast
+    the model computes bit-identical outputs and gradients, without the casts (measured on SmolLM2-135M with
+    LoRA, 4 x 92 tokens: a PPO update 0.73-0.79x the time, a no-grad forward 0.83-0.86x) and with half their
+    memory. Embeddings, norms and the trained weights keep their dtype. A frozen LM head tied to the input
+    embeddings is untied first (the embeddings stay as they are; the head is a `dtype` copy);
+    `restore_frozen_matmuls` ties it again. With LoRA these are the base weights (and the reference is the same
+    weights with the adapters off); without, the frozen reference copy. Returns: the number of weights cast."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if isinstance(head, torch.nn.Linear) and not head.weight.requires_grad:
+        tied = head.weight is base.get_input_embeddings().weight
+        head.weight = torch.nn.Parameter(head.weight.detach().to(dtype), requires_grad=False)
+        base._rlhfkit_untied_head = tied
+    cast = 0
+    for module in base.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad:
+            for name, param in list(module.named_parameters(recurse=False)):
+                if param.dtype != dtype and param.is_floating_point():
+                    setattr(module, name, torch.nn.Parameter(param.detach().to(dtype), requires_grad=False))
+            cast += 1
+    return cast
+
+
+def restore_frozen_matmuls(model) -> None:
+    """Undo `store_frozen_matmuls` on `model` for saving it as a plain fp32 model: every weight fp32 and a head
+    it untied tied again (the restored values are the rounded ones: W = fp32(bf16(W)))."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    model.float()
+    if getattr(base, "_rlhfkit_untied_head", False):
+        base.get_output_embeddings().weight = base.get_input_embeddings().weight
+        base._rlhfkit_untied_head = False
+
+
 def apply_lora(model, lora_cfg, task_type: str):
     """Wrap `model` with peft LoRA adapters (task_type 'CAUSAL_LM' or 'SEQ_CLS'); the head stays trainable."""
     from peft import LoraConfig, get_peft_model

@@ -80,6 +80,19 @@ def is_sharded(accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def frozen_matmul_dtype(dtype: str) -> torch.dtype | None:
+    """The dtype to store frozen matmul weights in (`models.load.store_frozen_matmuls`): bf16 under bf16 autocast,
+    unless FSDP or DeepSpeed own the weights (they flatten a model's parameters into buffers of one dtype);
+    None (keep fp32) otherwise. Reads the accelerate state of this process (`make_accelerator` made it)."""
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    state = AcceleratorState()
+    if dtype != "bf16" or state.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return None
+    return torch.bfloat16
+
+
 @contextlib.contextmanager
 def whole_weights(accelerator):
     """Models loaded inside hold their whole weights on every process. Under DeepSpeed ZeRO-3 with
@@ -238,9 +251,13 @@ def chunks(iterable, size: int):
 
 def save_policy(lm, tokenizer, folder: Path, merge_lora: bool) -> None:
     """The final policy as a normal HF folder (LoRA merged on request, else a peft adapter folder)."""
+    from rlhfkit.models.load import restore_frozen_matmuls
+
     with versioned_dir(folder) as tmp:
         if merge_lora and hasattr(lm, "merge_and_unload"):
-            lm = copy.deepcopy(lm).merge_and_unload()
+            lm = copy.deepcopy(lm)
+            restore_frozen_matmuls(lm)  # merged in fp32, saved as a plain fp32 model
+            lm = lm.merge_and_unload()
         lm.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
@@ -287,7 +304,12 @@ def trainable_policy(path: str, cfg) -> torch.nn.Module:
     """The causal LM at `path` as a `Policy` to train: gradient checkpointing if cfg.gradient_checkpointing
     (the trunk's activations and the LM-head logits recomputed in the backward pass), then LoRA adapters if
     cfg.lora.use_lora."""
-    from rlhfkit.models.load import apply_lora, enable_gradient_checkpointing, load_causal_lm
+    from rlhfkit.models.load import (
+        apply_lora,
+        enable_gradient_checkpointing,
+        load_causal_lm,
+        store_frozen_matmuls,
+    )
     from rlhfkit.models.policy import Policy
 
     lm = load_causal_lm(path)
@@ -295,6 +317,8 @@ def trainable_policy(path: str, cfg) -> torch.nn.Module:
         enable_gradient_checkpointing(lm)
     if cfg.lora.use_lora:
         lm = apply_lora(lm, cfg.lora, "CAUSAL_LM")
+        if (frozen := frozen_matmul_dtype(cfg.dtype)) is not None:
+            store_frozen_matmuls(lm, frozen)  # the base weights: bit-identical under autocast, no casts
     policy = Policy(lm, checkpoint_head=cfg.gradient_checkpointing)
     # FSDP's transformer-based wrapping (accelerate reads the prepared module's `_no_split_modules`) then shards
     # each decoder layer on its own, as it would the bare HF model, instead of the whole policy as one unit

@@ -37,6 +37,7 @@ from rlhfkit.models.load import (
     load_causal_lm,
     load_sequence_classifier,
     load_tokenizer,
+    store_frozen_matmuls,
 )
 from rlhfkit.models.policy import ActorCritic
 from rlhfkit.models.reward import RewardModel
@@ -130,10 +131,15 @@ def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
     with the adapters disabled; without, a frozen copy of the initial weights."""
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
     actor_critic = build_actor_critic(cfg, tokenizer, with_value)
-    # the reference keeps the policy's fp32 weights: under the same autocast it then computes exactly what the
-    # policy computes at step 0 (KL = 0). A bf16 copy rounded weights and residual stream (issue 10 measured a
-    # step-1 KL of 0.04 nats at 128 tokens on a 135M-shaped model)
+    # the reference is the policy's fp32 weights: under the same autocast it then computes exactly what the
+    # policy computes at step 0 (KL = 0). A whole-model bf16 copy rounded the embeddings and the residual stream
+    # (issue 10 measured a step-1 KL of 0.04 nats at 128 tokens on a 135M-shaped model); only the frozen matmul
+    # weights go to bf16 below, which autocast casts anyway (bit-identical)
     ref_lm = None if cfg.lora.use_lora else copy.deepcopy(actor_critic.lm).eval().requires_grad_(False)
+    if (frozen := loop.frozen_matmul_dtype(cfg.dtype)) is not None:
+        for lm in (actor_critic.lm, ref_lm):  # LoRA: its base weights; full fine-tuning: the reference copy
+            if lm is not None:
+                store_frozen_matmuls(lm, frozen)
     # the frozen models are never prepared by accelerate (no gradients, nothing to shard): they go to the
     # device of this process (accelerate's, once an Accelerator exists; else the CPU)
     device = PartialState().device
