@@ -103,7 +103,8 @@ class EpochTrainingConfig:
                               "(the response keeps >= half)", ge=2)
     eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given", ge=0, lt=1)
     log_every: int = _f(10, "write the mean training metrics every N batches", ge=1)
-    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast, fp32 master weights (~2.4x faster matmuls)")
+    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast, fp32 master weights (~2.4x faster matmuls); "
+                                                "frozen matmul weights are stored in bf16 (bit-identical)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less memory, slower "
                                              "(see bench/dpo_vs_trl.py for measured figures)")
     resume: bool = _f(False, "continue from the last epoch checkpoint in --output")
@@ -190,7 +191,8 @@ class OnlineConfig:
     missing_eos_penalty: float = _f(
         0.0, "subtracted from the score of responses that hit max_new_tokens without EOS (0 = off: SmolLM2 "
         "rarely ends within 48 tokens, so a penalty would swamp the RM signal; the EOS rate is logged)")
-    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast with fp32 master weights (~2.4x faster matmuls)")
+    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast with fp32 master weights (~2.4x faster matmuls); "
+                                                "frozen matmul weights (LoRA base, reference) stored in bf16")
     gradient_checkpointing: bool = _f(False, "recompute the policy's (and a separate critic's) activations in the "
                                              "backward pass: less memory, slower")
     save_every: int = _f(10, "checkpoint every N steps (atomic); 0 = only at the end", ge=0)
@@ -427,8 +429,9 @@ class DemoConfig:
     # 128: the engine samples 363 tok/s at batch 128 against 254 at 32 (2 cores, bench-style A/B)
     generation_batch_size: int = _f(128, "prompts per generate() call when sampling for labels/eval", ge=1)
     # 50 steps: at 30 the held-out gold gain was +0.08 with a 95% CI of [0.03, 0.14] (seed 0). 20 steps at lr
-    # 2.5e-4 made the demo 7.8-7.9 min instead of ~13.5 but gained less gold at 2x the KL on the same data
-    # (seeds 0/1/2: +0.017/+0.065/+0.051 vs +0.048/+0.084/..., README "The demo")
+    # 2.5e-4 took 7.8-7.9 min against ~13.5 (on a slow day) but gained less gold at 2x the KL on the same data
+    # (seeds 0/1/2: +0.017/+0.065/+0.051 vs +0.048/+0.084/+0.041); the defaults took 7.1-7.6 min on a fast day
+    # (README "The demo")
     ppo: PPOConfig = _group(PPOConfig, "PPO options (policy/reward_model/output are set by the demo, which "
                                        "passes its train prompts in memory)", steps=50)
     generation: GenerationConfig = _group(GenerationConfig, "sampling for labels and evaluation")

@@ -120,7 +120,6 @@ def test_frozen_copy_in_bf16_matches_under_autocast_and_restores(tiny_llama):
     from rlhfkit.models.load import load_causal_lm, restore_frozen_matmuls, store_frozen_matmuls
 
     ids = torch.randint(3, 30, (2, 7))
-    mask = torch.ones_like(ids)
     plain = load_causal_lm(tiny_llama).requires_grad_(False)
     stored = load_causal_lm(tiny_llama).requires_grad_(False)
     store_frozen_matmuls(stored, torch.bfloat16)
