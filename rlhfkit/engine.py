@@ -324,7 +324,7 @@ def llama_decode_step(model: nn.Module, tokens, position_ids, kv: list, mask, sl
         values.index_copy_(2, slot, attn.v_proj(x).view(batch, 1, -1, attn.head_dim).transpose(1, 2).to(dtype))
         # one query token: its Hq heads as Hkv groups of rows (transformers' pack_gqa), so K/V are not repeated
         q = q.to(dtype).reshape(batch, keys.shape[1], -1, attn.head_dim)  # [B, Hkv, Hq/Hkv, D]
-        if attention.use_written_out(q, keys.shape[2]):  # as the trainers' forward computes it
+        if attention.use_written_out(values, keys.shape[2]):  # as the trainers' forward computes it
             out = attention.written_out_attention(q, keys, values, mask == 0, attn.scaling)  # [B, Hkv, G, D]
         else:
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)

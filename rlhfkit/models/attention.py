@@ -7,7 +7,8 @@ short sequences, its backward pass above all: forward + backward of one layer at
 against 4.5 ms written out (batch 8: 17.2 vs 8.4 ms; 4 × 128: 11.6 vs 7.6; 4 × 160: 15.5 vs 11.7), and a whole
 PPO update 0.84x as long. From ~175 keys on the flash kernel is faster (4 × 192: 13.7 vs 15.9 ms; 4 × 256: 18.8
 vs 23.6; 1 × 1024: 38 vs 122) and needs no [B, H, L, L] weights kept for the backward pass, so longer sequences
-and every other device keep SDPA (bench/attention_speed.py). Kept weights are the cost: ~6 bytes × B·H·L² per
+and every other device keep SDPA (bench/attention_speed.py). So does fp32: there SDPA's kernel is the faster one
+(4 × 92: 1.96 against 2.95 ms written out; 32 × 92: 17.2 against 24.3 ms). Kept weights are the cost: ~6 bytes × B·H·L² per
 layer (1 GB more peak RSS at 32 × 92 tokens per update in bench/grpo_vs_trl.py).
 
 `load_causal_lm` loads models with `attn_implementation=NAME`; masks are built as for SDPA (boolean, or None
@@ -22,6 +23,8 @@ from torch import nn
 
 NAME = "rlhfkit_sdpa"  # the attn_implementation name models are loaded with
 MAX_EAGER_KEYS = 160  # up to this many keys the written-out attention runs on the CPU (measured crossover ~175)
+# in fp32 SDPA's CPU kernel is the faster one (1.34-1.50x faster forward + backward at 4-32 × 92-160 tokens)
+WRITTEN_OUT_DTYPES = (torch.bfloat16,)
 
 
 def written_out_attention(query, key, value, mask: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -42,9 +45,11 @@ def written_out_attention(query, key, value, mask: torch.Tensor, scaling: float)
         return torch.matmul(weights, value)  # [B, Hq, Q, D]
 
 
-def use_written_out(query: torch.Tensor, n_keys: int) -> bool:
-    """Whether attention over `n_keys` keys is written out (CPU, at most MAX_EAGER_KEYS keys) or left to SDPA."""
-    return query.device.type == "cpu" and n_keys <= MAX_EAGER_KEYS
+def use_written_out(value: torch.Tensor, n_keys: int) -> bool:
+    """Whether attention over `n_keys` keys is written out (CPU, values in WRITTEN_OUT_DTYPES, at most
+    MAX_EAGER_KEYS keys) or left to SDPA. The values' dtype says whether the model runs in bf16: under autocast
+    q and k are fp32 after the rotary embedding (its cos/sin follow the fp32 residual stream), v is not."""
+    return value.device.type == "cpu" and value.dtype in WRITTEN_OUT_DTYPES and n_keys <= MAX_EAGER_KEYS
 
 
 def attention(module: nn.Module, query, key, value, attention_mask, dropout: float = 0.0,
@@ -59,7 +64,7 @@ def attention(module: nn.Module, query, key, value, attention_mask, dropout: flo
     # queries SDPA's alignment rules apply, so it keeps those
     simple = (attention_mask.dtype == torch.bool if attention_mask is not None
               else q_len == 1 or (q_len == k_len and causal))  # a float (additive) mask: SDPA takes it
-    if (not use_written_out(query, k_len) or not simple or kwargs.get("softcap") is not None
+    if (not use_written_out(value, k_len) or not simple or kwargs.get("softcap") is not None
             or (dropout and module.training)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)

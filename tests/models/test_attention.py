@@ -46,9 +46,13 @@ def forward_and_grads(lm, impl, input_ids, attention_mask):
 
 
 @pytest.mark.parametrize("padded", [True, False])
-def test_model_computes_what_sdpa_computes(tiny_llama, padded):
-    """fp32: the loaded model (written-out attention) against the same weights with transformers' SDPA, on
-    the real (non-padding) positions, logits and every gradient."""
+def test_model_computes_what_sdpa_computes(tiny_llama, padded, monkeypatch):
+    """fp32: the loaded model (written-out attention, allowed in fp32 for this comparison) against the same
+    weights with transformers' SDPA, on the real (non-padding) positions, logits and every gradient."""
+    monkeypatch.setattr(attention, "WRITTEN_OUT_DTYPES", (torch.bfloat16, torch.float32))
+    calls = []
+    written = attention.written_out_attention
+    monkeypatch.setattr(attention, "written_out_attention", lambda *a: calls.append(1) or written(*a))
     lm = load_causal_lm(tiny_llama)
     assert lm.config._attn_implementation == attention.NAME
     torch.manual_seed(0)
@@ -58,6 +62,7 @@ def test_model_computes_what_sdpa_computes(tiny_llama, padded):
         attention_mask[0, :4] = 0
         attention_mask[1, :1] = 0
     ours, our_grads = forward_and_grads(lm, attention.NAME, input_ids, attention_mask)
+    assert len(calls) == lm.config.num_hidden_layers  # the written-out path ran, once per layer
     sdpa, sdpa_grads = forward_and_grads(lm, "sdpa", input_ids, attention_mask)
     torch.testing.assert_close(ours, sdpa, atol=1e-5, rtol=1e-5)
     assert our_grads.keys() == sdpa_grads.keys() and our_grads
@@ -66,19 +71,24 @@ def test_model_computes_what_sdpa_computes(tiny_llama, padded):
 
 
 def test_long_sequences_and_other_devices_keep_sdpa(monkeypatch):
-    """More keys than MAX_EAGER_KEYS, an additive float mask, or a non-CPU tensor: SDPA."""
+    """More keys than MAX_EAGER_KEYS, an additive float mask, fp32, or a non-CPU tensor: SDPA."""
     calls = []
     monkeypatch.setattr("transformers.integrations.sdpa_attention.sdpa_attention_forward",
                         lambda *a, **k: calls.append(a[2].shape[2]) or (None, None))
     module = torch.nn.Module()
     n = attention.MAX_EAGER_KEYS
+    bf16 = torch.bfloat16
     for keys in (n, n + 1):
-        q, kv = torch.randn(1, 2, keys, 4), torch.randn(1, 2, keys, 4)
+        q, kv = torch.randn(1, 2, keys, 4, dtype=bf16), torch.randn(1, 2, keys, 4, dtype=bf16)
         attention.attention(module, q, kv, kv, None, scaling=0.5)
-    q, kv = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
+    q, kv = torch.randn(1, 2, 4, 4, dtype=bf16), torch.randn(1, 2, 4, 4, dtype=bf16)
     attention.attention(module, q, kv, kv, torch.zeros(1, 1, 4, 4), scaling=0.5)  # an additive float mask
-    assert calls == [n + 1, 4]
-    assert not attention.use_written_out(torch.empty(1, device="meta"), 8)
+    q, kv = torch.randn(1, 2, 6, 4), torch.randn(1, 2, 6, 4)
+    attention.attention(module, q, kv, kv, None, scaling=0.5)  # fp32
+    assert calls == [n + 1, 4, 6]
+    assert attention.use_written_out(torch.empty(1, dtype=bf16), 8)
+    assert not attention.use_written_out(torch.empty(1, dtype=bf16, device="meta"), 8)
+    assert not attention.use_written_out(torch.empty(1), 8)
 
 
 def test_sdpa_matches_on_one_query_with_a_mask():
@@ -89,3 +99,19 @@ def test_sdpa_matches_on_one_query_with_a_mask():
     mask[0, ..., :3] = False
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
     torch.testing.assert_close(attention.written_out_attention(q, k, v, mask, 0.3), expected)
+
+
+def test_written_out_under_bf16_autocast_and_sdpa_in_fp32(tiny_llama, monkeypatch):
+    """Under bf16 autocast (q, k fp32 after the rotary embedding, v bf16) every layer takes the written-out
+    path; in fp32, where SDPA's CPU kernel is the faster one, none does."""
+    calls = []
+    written = attention.written_out_attention
+    monkeypatch.setattr(attention, "written_out_attention", lambda *a: calls.append(1) or written(*a))
+    lm = load_causal_lm(tiny_llama)
+    input_ids = torch.randint(3, lm.config.vocab_size, (2, 7))
+    with torch.no_grad():
+        lm(input_ids=input_ids)
+        assert calls == []
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lm(input_ids=input_ids)
+    assert len(calls) == lm.config.num_hidden_layers
