@@ -1,14 +1,14 @@
 """Attention on the CPU: rlhfkit's written-out attention (models/attention.py) against SDPA, in one process.
 
 Two tables, rows taking turns within each round (ratios within one run are what counts):
-  layer   one attention layer of SmolLM2-135M's shape (9 query / 3 key-value heads of 64), bf16 inputs,
-          forward + backward, at several (batch, length); SDPA's CPU flash kernel against the written-out
+  layer   one attention layer of SmolLM2-135M's shape (9 query / 3 key-value heads of 64), bf16 inputs
+          (`--layer-dtype fp32`: fp32, where rlhfkit keeps SDPA), forward + backward, at several (batch, length); SDPA's CPU flash kernel against the written-out
           attention (no MAX_EAGER_KEYS cut-off here: this table is where the cut-off comes from)
   update  one PPO update of SmolLM2-135M with LoRA and a value head under bf16 autocast (forward + backward,
           44 prompt + 48 response tokens, two rows left-padded), and the no-grad forward of the same batch,
           with the model's attention set to SDPA and to rlhfkit's
 
-    .venv/bin/python bench/attention_speed.py [--rounds 5]
+    .venv/bin/python bench/attention_speed.py [--rounds 5] [--layer-dtype bf16|fp32] [--layers-only]
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ HEADS, KV_HEADS, HEAD_DIM = 9, 3, 64  # SmolLM2-135M
 SHAPES = [(4, 92), (8, 92), (4, 128), (4, 160), (4, 192), (4, 256), (2, 512), (1, 1024)]
 
 
-def layer_rows(rounds: int) -> list[dict]:
+def layer_rows(rounds: int, dtype: torch.dtype = torch.bfloat16) -> list[dict]:
     rows = []
     for batch, length in SHAPES:
-        q = torch.randn(batch, HEADS, length, HEAD_DIM, dtype=torch.bfloat16, requires_grad=True)
-        k = torch.randn(batch, KV_HEADS, length, HEAD_DIM, dtype=torch.bfloat16, requires_grad=True)
-        v = torch.randn(batch, KV_HEADS, length, HEAD_DIM, dtype=torch.bfloat16, requires_grad=True)
+        q = torch.randn(batch, HEADS, length, HEAD_DIM, dtype=dtype, requires_grad=True)
+        k = torch.randn(batch, KV_HEADS, length, HEAD_DIM, dtype=dtype, requires_grad=True)
+        v = torch.randn(batch, KV_HEADS, length, HEAD_DIM, dtype=dtype, requires_grad=True)
         mask = torch.ones(length, length, dtype=torch.bool).tril()[None, None].repeat(batch, 1, 1, 1)
         mask[0, ..., : length // 8] = False  # one left-padded row
         variants = {
@@ -104,13 +104,18 @@ def update_rows(rounds: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--layer-dtype", choices=["bf16", "fp32"], default="bf16", help="inputs of the layer rows")
+    parser.add_argument("--layers-only", action="store_true", help="skip the PPO update rows")
     args = parser.parse_args()
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.layer_dtype]
     print(f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
-    print("one attention layer, forward + backward (ms)")
+    print(f"one attention layer, {args.layer_dtype} inputs, forward + backward (ms)")
     print(f"{'batch':>5} {'length':>6} {'sdpa':>8} {'written':>8} {'x sdpa':>7}")
-    for row in layer_rows(args.rounds):
+    for row in layer_rows(args.rounds, dtype):
         print(f"{row['batch']:>5} {row['length']:>6} {row['sdpa_ms']:>8.2f} {row['written_ms']:>8.2f} "
               f"{row['written_x_sdpa']:>7.2f}")
+    if args.layers_only:
+        return
     print("one PPO update of SmolLM2-135M (LoRA, value head, bf16 autocast, 92 tokens), seconds")
     print(f"{'batch':>5} {'sdpa':>7} {'rlhfkit':>7} {'x sdpa':>7}   no-grad: {'sdpa':>6} {'rlhfkit':>7} {'x sdpa':>7}")
     for row in update_rows(args.rounds):

@@ -73,7 +73,7 @@ def check_engine(accelerator) -> None:
 
 
 def is_sharded(accelerator) -> bool:
-    """FSDP or DeepSpeed: the engine owns the prepared model's weights (split over processes under FSDP and
+    """(`accelerator`: an Accelerator or its AcceleratorState.) FSDP or DeepSpeed: the engine owns the prepared model's weights (split over processes under FSDP and
     ZeRO-3), so saving them whole needs every process (`whole_model`)."""
     from accelerate.utils import DistributedType
 
@@ -85,12 +85,8 @@ def frozen_matmul_dtype(dtype: str) -> torch.dtype | None:
     unless FSDP or DeepSpeed own the weights (they flatten a model's parameters into buffers of one dtype);
     None (keep fp32) otherwise. Reads the accelerate state of this process (`make_accelerator` made it)."""
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedType
 
-    state = AcceleratorState()
-    if dtype != "bf16" or state.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        return None
-    return torch.bfloat16
+    return torch.bfloat16 if dtype == "bf16" and not is_sharded(AcceleratorState()) else None
 
 
 @contextlib.contextmanager
