@@ -178,6 +178,13 @@ def run_frontier(cfg: C.FrontierConfig) -> None:
     print(f"frontier: {out}/frontier.json, {out}/frontier.html")
 
 
+def run_env(cfg: C.EnvConfig) -> None:
+    from rlhfkit.environment import environment_report, format_report
+
+    report = environment_report(timing=cfg.timing)
+    print(json.dumps(report, indent=2) if cfg.json else format_report(report))
+
+
 COMMANDS = {
     "sft": (C.SFTConfig, run_sft, "supervised fine-tuning on demonstrations (loss on the responses)"),
     "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model"),
@@ -193,6 +200,8 @@ COMMANDS = {
     "demo": (C.DemoConfig, run_demo, "the whole RLHF loop on the embedded models, with a report"),
     "frontier": (C.FrontierConfig, run_frontier, "the reward–KL frontier on a demo's prefs and RM: a β sweep "
                  "per method plus best-of-n (the full sweep: an hour or more on 2 CPU cores)"),
+    "env": (C.EnvConfig, run_env, "versions, devices, CPU flags and the precision rlhfkit picks here (for bug "
+            "reports)"),
 }
 
 

@@ -87,6 +87,14 @@ class DataFieldsConfig:
 
 DEFAULT_TEMPLATE = "Prompt: {prompt}\nResponse: {response}"
 
+Dtype = Literal["auto", "fp32", "bf16"]
+# measured, SmolLM2-135M shapes, 1 process: on a Xeon with AMX bf16 matmuls ran ~2.4x faster than fp32; on an
+# AVX-512 Xeon without avx512_bf16 ~2x slower ([8, 576] x [576, 1536]: 0.69 ms vs 0.36 ms). `rlhfkit env` times
+# both on this machine. Resolved once at the start of a run (rlhfkit.device.resolve_dtypes), into config.yaml.
+DTYPE_HELP = ("auto = bf16 where bf16 matmuls are native (x86 with avx512_bf16 or AMX, CUDA with bf16; "
+              "RLHFKIT_NATIVE_BF16=0|1 overrides), else fp32; bf16 = autocast with fp32 master weights "
+              "(faster only where native: see `rlhfkit env`)")
+
 
 # --------------------------------------------------------------------------- commands
 @dataclass
@@ -103,8 +111,7 @@ class EpochTrainingConfig:
                               "(the response keeps >= half)", ge=2)
     eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given", ge=0, lt=1)
     log_every: int = _f(10, "write the mean training metrics every N batches", ge=1)
-    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast, fp32 master weights (~2.4x faster matmuls); "
-                                                "frozen matmul weights are stored in bf16 (bit-identical)")
+    dtype: Dtype = _f("auto", DTYPE_HELP + "; frozen matmul weights are then stored in bf16 (bit-identical)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less memory, slower "
                                              "(see bench/dpo_vs_trl.py for measured figures)")
     resume: bool = _f(False, "continue from the last epoch checkpoint in --output")
@@ -147,7 +154,7 @@ class RMConfig:
     eval_fraction: float = _f(0.1, "share of --data held out when --eval-data is not given", ge=0, lt=1)
     template: str = _f(DEFAULT_TEMPLATE, "text scored by the RM; stored with the model")
     center_rewards_coef: float = _f(0.0, "coef·mean((r_c + r_r)²) keeps rewards centred (TRL's option)", ge=0)
-    dtype: Literal["fp32", "bf16"] = _f("fp32", "training precision (bf16 = autocast, fp32 master weights)")
+    dtype: Dtype = _f("auto", DTYPE_HELP)
     log_every: int = _f(10, "write the mean training metrics every N batches", ge=1)
     resume: bool = _f(False, "continue from the last epoch checkpoint in --output")
     seed: int = _f(0, "seed for python, numpy, torch and data order")
@@ -155,6 +162,15 @@ class RMConfig:
     # 1e-4 with MiniLM: measured to reach >0.9 held-out accuracy in 3 epochs on a few hundred pairs
     optim: OptimConfig = _group(OptimConfig, "optimiser", lr=1e-4, weight_decay=0.01)
     lora: LoraConfig = _group(LoraConfig, "LoRA")
+
+
+@dataclass
+class EnvConfig:
+    """`rlhfkit env`: versions, devices, CPU flags and threads, the precision `--dtype auto` picks here, whether
+    the sampling engine's packed bf16 path is used, and a few-second fp32-vs-bf16 matmul timing."""
+
+    json: bool = _f(False, "print one JSON object")
+    timing: bool = _f(True, "time fp32 and bf16 matmuls of SmolLM2's shapes (~5 s)")
 
 
 @dataclass
@@ -191,8 +207,8 @@ class OnlineConfig:
     missing_eos_penalty: float = _f(
         0.0, "subtracted from the score of responses that hit max_new_tokens without EOS (0 = off: SmolLM2 "
         "rarely ends within 48 tokens, so a penalty would swamp the RM signal; the EOS rate is logged)")
-    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 = autocast with fp32 master weights (~2.4x faster matmuls); "
-                                                "frozen matmul weights (LoRA base, reference) stored in bf16")
+    dtype: Dtype = _f("auto", DTYPE_HELP + "; frozen matmul weights (LoRA base, reference) are then stored "
+                                          "in bf16 (bit-identical)")
     gradient_checkpointing: bool = _f(False, "recompute the policy's (and a separate critic's) activations in the "
                                              "backward pass: less memory, slower")
     save_every: int = _f(10, "checkpoint every N steps (atomic); 0 = only at the end", ge=0)
@@ -476,7 +492,7 @@ class EvalConfig:
     batch_size: int = _f(32, "prompts per generate() call", ge=1)
     samples_per_prompt: int = _f(4, "responses per prompt and policy; scores are averaged per prompt (the demo's "
                                     "setting: with 2, sampling noise per prompt dominated)", ge=1)
-    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 autocast for sampling and scoring (~2.4x faster on CPU)")
+    dtype: Dtype = _f("auto", DTYPE_HELP + " (sampling and scoring)")
     seed: int = _f(0, "sampling seed")
     generation: GenerationConfig = _group(GenerationConfig, "sampling")
 
@@ -519,7 +535,7 @@ class BonConfig:
     max_prompts: int = _f(0, "use only the first N prompts (0 = all)", ge=0)
     batch_size: int = _f(32, "sequences per generate() call (a prompt's samples are consecutive)", ge=1)
     use_chat_template: bool = _f(True, "apply the tokenizer's chat template to prompts when it has one")
-    dtype: Literal["fp32", "bf16"] = _f("bf16", "bf16 autocast for sampling (~2.4x faster on CPU)")
+    dtype: Dtype = _f("auto", DTYPE_HELP + " (sampling)")
     seed: int = _f(0, "sampling and bootstrap seed")
     generation: GenerationConfig = _group(GenerationConfig, "sampling")
 

@@ -21,7 +21,7 @@ import torch
 from rlhfkit.atomic import write_text
 from rlhfkit.config import DemoConfig, DPOConfig, RMConfig, save_config, to_dict
 from rlhfkit.data.readers import load_prompts, read_rows
-from rlhfkit.device import autocast, default_device
+from rlhfkit.device import autocast, default_device, resolve_dtypes
 from rlhfkit.eval import gold
 from rlhfkit.eval.compare import evaluate_policies, save_evaluation
 from rlhfkit.eval.prompts import shipped_prompts
@@ -182,6 +182,7 @@ def run_stage(name: str, run: Path, force: bool, fn, timings: dict, key: str) ->
 
 def run_demo(cfg: DemoConfig) -> dict:
     """All stages, then summary.json and report.html. Returns the summary."""
+    cfg = resolve_dtypes(cfg)  # every group's `auto` -> bf16 or fp32 for this machine (stage keys read it)
     loop.seed_everything(cfg.seed)
     run, timings = Path(cfg.output), {}
     save_config(cfg, run / "config.yaml")

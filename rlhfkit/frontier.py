@@ -25,6 +25,7 @@ import numpy as np
 from rlhfkit.atomic import write_text
 from rlhfkit.config import DemoConfig, FrontierConfig, build, load_yaml, save_config, to_dict
 from rlhfkit.demo import evaluate, run_dpo, run_online, run_stage, split_prompts, stage_keys
+from rlhfkit.device import resolve_dtypes
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.eval import gold
 from rlhfkit.eval.best_of_n import BASELINE, best_of_n_rows, curve_ns, sample_and_score
@@ -217,7 +218,7 @@ def run_frontier(cfg: FrontierConfig) -> dict:
 
     Returns: frontier.json's content."""
     run = Path(cfg.demo)
-    demo_cfg = load_demo(run)
+    demo_cfg = resolve_dtypes(load_demo(run))  # a demo saved before `auto` was resolved: this machine's
     out = Path(cfg.output_dir)
     save_config(cfg, out / "config.yaml")
     loop.seed_everything(demo_cfg.seed)

@@ -29,6 +29,7 @@ import numpy as np
 from rlhfkit.atomic import write_text
 from rlhfkit.config import save_config, to_dict
 from rlhfkit.data.readers import Prompt, load_prompts, prompt_text
+from rlhfkit.device import resolve_dtypes
 from rlhfkit.eval import stats
 from rlhfkit.eval.compare import sample_policy, save_evaluation
 from rlhfkit.eval.gold import gold_rewards
@@ -189,6 +190,7 @@ def run_best_of_n(cfg) -> dict:
     eval/bon_samples.json (every sample's scores, to re-derive any n <= N) and summary.json with the curve.
 
     Returns: the summary (methods, baseline, n_eval_prompts, samples_per_prompt, curve, config)."""
+    cfg = resolve_dtypes(cfg)  # `auto` -> bf16 or fp32 for this machine
     out = Path(cfg.output)
     prompts, _ = load_prompts(cfg.prompts)
     prompts = prompts[: cfg.max_prompts] if cfg.max_prompts else prompts

@@ -8,12 +8,14 @@ from pathlib import Path
 from rlhfkit.atomic import write_text
 from rlhfkit.config import EvalConfig, save_config, to_dict
 from rlhfkit.data.readers import load_prompts
+from rlhfkit.device import resolve_dtypes
 from rlhfkit.eval import gold
 from rlhfkit.eval.compare import evaluate_policies, save_evaluation
 from rlhfkit.models.reward import RewardModel
 
 
 def run_eval(cfg: EvalConfig) -> dict:
+    cfg = resolve_dtypes(cfg)  # `auto` -> bf16 or fp32 for this machine
     policies = cfg.named_policies
     baseline = next(iter(policies))
     prompts, _ = load_prompts(cfg.prompts)

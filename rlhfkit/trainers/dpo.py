@@ -31,6 +31,7 @@ from rlhfkit.atomic import write_bytes
 from rlhfkit.config import DPOConfig, save_config, to_dict
 from rlhfkit.data.collate import collate_preferences, encode_completions
 from rlhfkit.data.readers import PreferenceFields, load_preferences, load_with_held_out
+from rlhfkit.device import resolve_dtypes
 from rlhfkit.models.load import load_tokenizer, reference_mode, resolve_model_path
 from rlhfkit.models.policy import sequence_logprobs
 from rlhfkit.tracking import progress
@@ -181,6 +182,7 @@ def no_reference(train: list, held_out: list, device) -> dict:
 # --------------------------------------------------------------------------- the run
 def train_dpo(cfg: DPOConfig) -> dict[str, float]:
     """Cache the reference, train, evaluate each epoch; writes `output/policy`, metrics.jsonl, checkpoint/."""
+    cfg = resolve_dtypes(cfg)  # `auto` -> bf16 or fp32 for this machine, before config.yaml is written
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
     accelerator = loop.make_accelerator(cfg.dtype)

@@ -37,12 +37,14 @@ def make_accelerator(dtype: str = "fp32"):
     """accelerate's Accelerator: DDP/FSDP/DeepSpeed under `accelerate launch` (examples/accelerate/), this
     process's GPU when there is one, the CPU otherwise.
 
-    bf16 = autocast with fp32 master weights (this CPU runs bf16 matmuls ~2.4x faster). Gradient accumulation
-    is ours (`accumulate_step`), not accelerate's: it weighs micro-batches by their tokens or pairs.
+    bf16 = autocast with fp32 master weights (`auto` is resolved before: rlhfkit.device.resolve_dtypes).
+    Gradient accumulation is ours (`accumulate_step`), not accelerate's: it weighs micro-batches by their
+    tokens or pairs.
     Raises ConfigError when the launch asked for FSDP or DeepSpeed and accelerate did not turn it on."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    assert dtype in ("fp32", "bf16"), dtype  # `auto` must be resolved by now
     # one process may run several stages with different precisions (the demo): forget the previous
     # stage's settings but keep the process group (PartialState)
     AcceleratorState._reset_state(reset_partial_state=False)

@@ -30,6 +30,7 @@ from rlhfkit import losses
 from rlhfkit.atomic import write_text
 from rlhfkit.config import OnlineConfig, save_config
 from rlhfkit.data.readers import load_prompts, prompt_text
+from rlhfkit.device import resolve_dtypes
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.models.load import (
     apply_lora,
@@ -235,6 +236,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     logged as `rollout/<name>_mean` each step but never optimised (e.g. the demo's gold reward).
     `prompts`: the prompts (str or chat messages) to train on, used instead of loading cfg.prompts (the demo
     passes its train split in memory)."""
+    cfg = resolve_dtypes(cfg)  # `auto` -> bf16 or fp32 for this machine, before config.yaml is written
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
     accelerator = loop.make_accelerator(cfg.dtype)

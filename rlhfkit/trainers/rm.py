@@ -23,6 +23,7 @@ from rlhfkit.atomic import versioned_dir
 from rlhfkit.config import RMConfig, save_config
 from rlhfkit.data.collate import collate_preferences
 from rlhfkit.data.readers import PreferenceFields, load_preferences, load_with_held_out
+from rlhfkit.device import resolve_dtypes
 from rlhfkit.models.load import apply_lora, load_sequence_classifier, load_tokenizer
 from rlhfkit.models.reward import RewardModel
 from rlhfkit.trainers import loop
@@ -77,6 +78,7 @@ def evaluate(rm: RewardModel, loader, accelerator) -> dict[str, float]:
 
 def train_reward_model(cfg: RMConfig) -> dict[str, float]:
     """Train, evaluate each epoch, save `output/model` (+ metrics.jsonl, checkpoint/, summary.json)."""
+    cfg = resolve_dtypes(cfg)  # `auto` -> bf16 or fp32 for this machine, before config.yaml is written
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
     accelerator = loop.make_accelerator(cfg.dtype)

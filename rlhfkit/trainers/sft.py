@@ -27,6 +27,7 @@ from rlhfkit import losses
 from rlhfkit.config import SFTConfig, save_config
 from rlhfkit.data.collate import pack_completions, pad_completions, tokenize_completions
 from rlhfkit.data.readers import load_demonstrations, load_with_held_out
+from rlhfkit.device import resolve_dtypes
 from rlhfkit.models.load import load_tokenizer
 from rlhfkit.models.policy import completion_logprobs
 from rlhfkit.trainers import loop
@@ -88,6 +89,7 @@ def counted_tokens(examples: list) -> int:
 
 def train_sft(cfg: SFTConfig) -> dict[str, float]:
     """Train, evaluate each epoch, save `output/policy` (+ metrics.jsonl, checkpoint/, summary.json)."""
+    cfg = resolve_dtypes(cfg)  # `auto` -> bf16 or fp32 for this machine, before config.yaml is written
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
     accelerator = loop.make_accelerator(cfg.dtype)

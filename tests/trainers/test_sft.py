@@ -114,3 +114,21 @@ def test_gradient_checkpointing_changes_memory_not_results(tiny_llama, tmp_path,
     assert len(losses[True]) == 8
     assert losses[True] == pytest.approx(losses[False], abs=1e-5)
     assert losses[True][-1] < losses[True][0] - 0.1  # it trained (LoRA: 4.33 -> 4.13 in 8 steps)
+
+
+@pytest.mark.parametrize("native, expected", [("0", "fp32"), ("1", "bf16")])
+def test_dtype_auto_is_resolved_once_and_written_to_config_yaml(native, expected, tiny_llama, tmp_path,
+                                                                monkeypatch, caplog):
+    import yaml
+
+    from rlhfkit import device
+
+    monkeypatch.setenv("RLHFKIT_NATIVE_BF16", native)
+    monkeypatch.setattr(device, "_LOGGED_CHOICES", set())
+    cfg = sft_cfg(tiny_llama, tmp_path, "sft", dtype="auto", epochs=1)
+    assert cfg.dtype == "auto"  # the default until a run starts (the config module imports no torch)
+    with caplog.at_level("INFO", logger="rlhfkit.device"):
+        train_sft(cfg)
+    saved = yaml.safe_load((tmp_path / "sft" / "config.yaml").read_text())
+    assert saved["dtype"] == expected  # the precision that ran: config.yaml reproduces it on any machine
+    assert sum(f"dtype auto -> {expected}" in r.getMessage() for r in caplog.records) == 1  # printed once
