@@ -70,6 +70,10 @@ class GenerationConfig:
         "fast", "sampler: fast = rlhfkit.engine (LoRA merged, weights cast once per update, static KV cache; "
         "Llama/Mistral/Qwen2/Qwen3/GPT-2, exact sampling), hf = transformers generate (any model, top-p/top-k; "
         "used automatically where fast does not apply)")
+    engine_lora: Literal["separate", "merged"] = _f(
+        "separate", "LoRA in the fast engine under bf16: separate = the delta as its own low-rank matmul, as the "
+        "trainer's forward computes it; merged = rounded into bf16(W + s·BA), which loses most of a small delta "
+        "(the sampler's gap to the trainer grows; bench/sampler_gap.py)")
 
     @property
     def is_exact(self) -> bool:
@@ -204,6 +208,10 @@ class OnlineConfig:
     kl_coef: float = _f(0.1, "β, the KL strength (initial β when --target-kl is set)", ge=0)
     target_kl: float | None = _f(None, "adaptive β (Ziegler et al. 2019): target KL per sequence", gt=0)
     kl_horizon: int = _f(10000, "adaptive-β horizon in samples", ge=1)
+    tis_cap: float | None = _f(
+        None, "truncated importance sampling: weight each token's policy-gradient term by min(π_old/μ, C), μ the "
+        "sampler's probability (a sequence's product for --ratio sequence); C = this cap; unset = off (exact "
+        "on-policy: the sampler's gap to the trainer is logged as rollout/sampler_kl either way)", gt=0)
     missing_eos_penalty: float = _f(
         0.0, "subtracted from the score of responses that hit max_new_tokens without EOS (0 = off: SmolLM2 "
         "rarely ends within 48 tokens, so a penalty would swamp the RM signal; the EOS rate is logged)")
@@ -294,7 +302,8 @@ class CriticFreeConfig(OnlineConfig):
         "token_mean", "loss aggregation: token mean (DAPO), mean over sequences of token means (GRPO paper, "
         "length-biased), token sum / (sequences · max_new_tokens) (Dr. GRPO)")
     clip_range: float = _f(0.2, "ratio clip ε (ε_low)", gt=0)
-    clip_range_high: float | None = _f(None, "upper clip ε_high (DAPO suggests 0.28); default ε", gt=0)
+    clip_range_high: float | None = _f(
+        None, "upper clip ε_high (DAPO suggests 0.28); default ε; per-token ratio only", gt=0)
 
     def __post_init__(self):
         super().__post_init__()
@@ -317,6 +326,9 @@ class CriticFreeConfig(OnlineConfig):
         if self.ratio == "sequence" and (self.kl_in == "loss" or self.advantage == "reinforce_pp"):
             raise ConfigError("config key 'ratio': a sequence ratio needs one advantage per sequence and the KL "
                               "in the reward (RLOO); use --ratio token")
+        if self.ratio == "sequence" and self.clip_range_high is not None:
+            raise ConfigError(f"config key 'clip_range_high': {self.clip_range_high} is a per-token clip; the "
+                              "sequence ratio clips symmetrically at clip_range; drop it or use --ratio token")
 
 
 @dataclass

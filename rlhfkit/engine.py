@@ -79,13 +79,27 @@ def unsupported_reason(lm: nn.Module) -> str | None:
     return None
 
 
-def merged_parameters(lm: nn.Module, merge: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+def merged_parameters(lm: nn.Module, merge: bool = True,
+                      separate: frozenset[str] = frozenset()) -> Iterator[tuple[str, torch.Tensor]]:
     """(name in the plain model, current value) of every parameter, active LoRA deltas merged in:
     W' = W + Σ_a s_a · B_a A_a (peft's `get_delta_weight`, which also transposes GPT-2's Conv1D weights).
-    `merge=False` yields W itself (same name and shape). A parameter shared by two modules (tied embeddings)
-    is yielded once under each name."""
+    `merge=False` yields W itself (same name and shape). The LoRA layers named in `separate` yield W and
+    their one adapter's factors instead, as `<layer>.lora_A` [r, in], `<layer>.lora_B` [out, r] and
+    `<layer>.lora_scale` [] (s, or 0 while the adapter is off or already merged into W). A parameter shared
+    by two modules (tied embeddings) is yielded once under each name."""
 
     def walk(module: nn.Module, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+        if _is_plain_lora_linear(module) and prefix.rstrip(".") in separate:
+            base_layer = module.get_base_layer()
+            yield f"{prefix}weight", base_layer.weight
+            if base_layer.bias is not None:
+                yield f"{prefix}bias", base_layer.bias
+            (adapter,) = module.lora_A  # `separate` holds single-adapter layers only
+            on = adapter in module.active_adapters and not module.merged and not module.disable_adapters
+            yield f"{prefix}lora_A", module.lora_A[adapter].weight
+            yield f"{prefix}lora_B", module.lora_B[adapter].weight
+            yield f"{prefix}lora_scale", torch.tensor(float(module.scaling[adapter]) if on else 0.0)
+            return
         if _is_plain_lora_linear(module):
             base_layer = module.get_base_layer()
             weight = base_layer.weight
@@ -139,6 +153,30 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.weight, self.bias, "none", [], "")
 
 
+class SeparateLoraLinear(nn.Module):
+    """y = base(x) + s · B (A x), the LoRA delta as its own low-rank matmul in the autocast dtype: what peft's
+    forward computes under autocast (bf16(W) x + s · bf16(B) (bf16(A) x)), where merging would round the small
+    delta into bf16(W + s·BA) and lose most of it (SmolLM2: bench/sampler_gap.py). `base` is the cast (or
+    packed) copy of W."""
+
+    def __init__(self, base: nn.Module, rank: int, in_features: int, out_features: int, dtype, device):
+        super().__init__()
+        self.base = base
+        self.dtype = dtype
+        self.lora_A = torch.empty(rank, in_features, dtype=dtype, device=device)  # filled by sync
+        self.lora_B = torch.empty(out_features, rank, dtype=dtype, device=device)
+        self.scale = 0.0  # s = alpha / r, 0 while the adapter is off
+
+    def set_scale(self, scale: torch.Tensor) -> None:
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if not self.scale:
+            return self.base(x)
+        return self.base(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale  # [..., out]
+
+
 class Sampler:
     """A sampling copy of a causal LM `lm` (peft LoRA or plain), and the decode loop that samples from it.
 
@@ -150,12 +188,20 @@ class Sampler:
     Memory: one `autocast_dtype` copy of the matmul weights, incl. an untied LM head (256 MiB for SmolLM2-135M).
     `sync(lm)` refreshes the copy after an optimiser update; `sampler_for` calls it when the weights changed."""
 
-    def __init__(self, lm: nn.Module, autocast_dtype: torch.dtype | None = None):
+    def __init__(self, lm: nn.Module, autocast_dtype: torch.dtype | None = None, lora: str = "separate"):
         self.autocast_dtype = autocast_dtype
+        self.lora = lora
         self.device = next(lm.parameters()).device
         base = lm.get_base_model() if _is_peft(lm) else lm
         self.owned: dict[str, Callable[[torch.Tensor], object]] = {}  # name -> how `sync` writes it into the copy
+        self.written: dict[str, tuple] = {}  # frozen source name -> (data_ptr, version) last written
         self.copy_bytes = 0  # memory of the owned tensors
+        # the LoRA layers whose delta stays a low-rank matmul of its own (`SeparateLoraLinear`): under autocast
+        # with lora="separate", those with one adapter; the others (and every layer in fp32) are merged
+        self.separate = frozenset(
+            name for name, module in base.named_modules()
+            if lora == "separate" and autocast_dtype is not None and _is_plain_lora_linear(module)
+            and len(module.lora_A) == 1)
         self.model = base if autocast_dtype is None and not _is_peft(lm) else self._build_copy(base)
         self.lean = has_llama_layers(self.model)
         self.sync(lm)
@@ -170,14 +216,14 @@ class Sampler:
         with torch.device("meta"):
             model = type(base)(copy.deepcopy(base.config))
         model.eval().requires_grad_(False)
-        sources = dict(merged_parameters(base, merge=False))
+        sources = dict(merged_parameters(base, merge=False, separate=self.separate))
         packs = can_pack(self.device, self.autocast_dtype)
         for name, module in list(model.named_modules()):
             prefix = f"{name}." if name else ""
             cast = self.autocast_dtype is not None and _is_matmul_layer(module)
             if cast and packs:
                 packed = PackedLinear(sources.get(f"{prefix}bias"), transposed=not isinstance(module, nn.Linear))
-                model.set_submodule(name, packed)
+                model.set_submodule(name, self._separate_lora(name, packed, sources))
                 self.owned[f"{prefix}weight"] = packed.load_weight
                 self.copy_bytes += sources[f"{prefix}weight"].numel() * 2
                 if packed.bias is not None:
@@ -196,7 +242,24 @@ class Sampler:
                     module._parameters[pname] = nn.Parameter(source.detach(), requires_grad=False)
             for bname, _ in list(module.named_buffers(recurse=False)):
                 module._buffers[bname] = base.get_buffer(prefix + bname)
+            if cast:
+                model.set_submodule(name, self._separate_lora(name, module, sources))
         return model
+
+    def _separate_lora(self, name: str, layer: nn.Module, sources: dict) -> nn.Module:
+        """`layer` (the cast copy of a matmul layer) itself, or wrapped in a `SeparateLoraLinear` whose factors
+        `sync` writes, when `name` is one of the separate LoRA layers."""
+        if name not in self.separate:
+            return layer
+        prefix = f"{name}."
+        rank, in_features = sources[f"{prefix}lora_A"].shape
+        wrapper = SeparateLoraLinear(layer, rank, in_features, sources[f"{prefix}lora_B"].shape[0],
+                                     self.autocast_dtype, self.device)
+        self.owned[f"{prefix}lora_A"] = wrapper.lora_A.copy_
+        self.owned[f"{prefix}lora_B"] = wrapper.lora_B.copy_
+        self.owned[f"{prefix}lora_scale"] = wrapper.set_scale
+        self.copy_bytes += (wrapper.lora_A.numel() + wrapper.lora_B.numel()) * wrapper.lora_A.element_size()
+        return wrapper
 
     @staticmethod
     def weights_version(lm: nn.Module) -> tuple:
@@ -206,11 +269,20 @@ class Sampler:
 
     @torch.no_grad()
     def sync(self, lm: nn.Module) -> None:
-        """Copy the current weights of `lm` (LoRA merged, cast) into the sampling copy."""
+        """Copy the current weights of `lm` (LoRA merged or its factors, cast) into the sampling copy. A frozen
+        parameter (LoRA's base W) is written again only when it changed (an in-place write or a new tensor
+        moves its (data_ptr, version)); the trained ones, which fused AdamW updates without a version bump,
+        every time."""
         if self.owned:
-            for name, value in merged_parameters(lm):
-                if name in self.owned:
+            for name, value in merged_parameters(lm, separate=self.separate):
+                if name not in self.owned:
+                    continue
+                frozen = isinstance(value, nn.Parameter) and not value.requires_grad
+                stamp = (value.data_ptr(), value._version) if frozen else None
+                if stamp is None or self.written.get(name) != stamp:
                     self.owned[name](value)
+                    if stamp is not None:
+                        self.written[name] = stamp
         self.version = self.weights_version(lm)
         self.stepped = False
 
@@ -356,10 +428,11 @@ def autocast_dtype_of(lm: nn.Module) -> torch.dtype | None:
     return None
 
 
-def sampler_for(lm: nn.Module) -> Sampler:
+def sampler_for(lm: nn.Module, lora: str = "separate") -> Sampler:
     """The Sampler of `lm` under the current autocast, built on first use and refreshed (`sync`) when the weights
     of `lm` changed since: an optimiser step on any of its parameters, an in-place write or a replaced tensor.
-    So a trainer needs no call of its own after an update."""
+    So a trainer needs no call of its own after an update. `lora`: "separate" keeps each LoRA delta a low-rank
+    matmul of its own under autocast (`SeparateLoraLinear`), "merged" rounds it into the cast weights."""
     global _STEP_HOOK
     if _STEP_HOOK is None:
         from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -368,9 +441,10 @@ def sampler_for(lm: nn.Module) -> Sampler:
     dtype = autocast_dtype_of(lm)
     sampler = _SAMPLERS.get(lm)
     pointers = tuple(p.data_ptr() for p in lm.parameters())
-    if sampler is None or sampler.autocast_dtype != dtype or pointers != tuple(v[0] for v in sampler.version):
+    if (sampler is None or sampler.autocast_dtype != dtype or sampler.lora != lora
+            or pointers != tuple(v[0] for v in sampler.version)):
         _SAMPLERS.pop(lm, None)  # free the old copy before allocating the new one
-        sampler = _SAMPLERS[lm] = Sampler(lm, dtype)
+        sampler = _SAMPLERS[lm] = Sampler(lm, dtype, lora)
     elif sampler.is_stale(lm):
         sampler.sync(lm)
     return sampler

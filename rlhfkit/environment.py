@@ -74,7 +74,7 @@ def matmul_timings(device: torch.device) -> list[dict]:
     for shape in TIMED_SHAPES:
         fp32 = time_matmul(*shape, torch.float32, device)
         bf16 = time_matmul(*shape, torch.bfloat16, device)
-        rows.append({"shape": "[{}, {}] x [{}, {}]".format(shape[0], shape[1], shape[1], shape[2]),
+        rows.append({"shape": f"[{shape[0]}, {shape[1]}] x [{shape[1]}, {shape[2]}]",
                      "fp32_ms": fp32, "bf16_ms": bf16, "bf16_speedup": fp32 / bf16})
     return rows
 

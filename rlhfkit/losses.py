@@ -122,6 +122,52 @@ def approx_kl(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> Tensor:
     return (0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask)).detach()  # []
 
 
+# === the sampler is a second engine (ALGORITHMS.md §12): measure its gap to the trainer, correct for it ===
+
+
+def sampler_gap(sampler_logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """How far the sampler's distribution μ is from the trainer's π_old on the sampled tokens y_t ~ μ.
+
+    g_t = log μ(y_t) − log π_old(y_t);  k1 = masked_mean(g),  k3 = masked_mean(e^{−g} − 1 + g),  max_t |g_t|.
+    k1 and k3 estimate KL(μ‖π_old) per token (Schulman 2020, as `kl_penalty` with μ in the role of π); 0 when
+    the sampler computes exactly what the trainer's forward computes.
+
+    Args:
+        sampler_logprobs: [B, T] log μ(y_t) as the sampler computed them. old_logprobs: [B, T] log π_old(y_t)
+            from the trainer's forward. mask: [B, T].
+    Returns:
+        (k1 [], k3 [], max_abs_gap []) detached, nats per token.
+    """
+    gap = (sampler_logprobs - old_logprobs).detach()  # [B, T]
+    k1 = masked_mean(gap, mask)  # []
+    k3 = masked_mean(kl_penalty(sampler_logprobs.detach(), old_logprobs.detach(), "k3"), mask)  # []
+    max_abs = (gap.abs() * mask).max() if mask.any() else gap.new_zeros(())  # []
+    return k1, k3, max_abs
+
+
+def tis_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, cap: float,
+                level: str = "token") -> Tensor:
+    """Truncated importance sampling (TIS; Yao et al. 2025, "Your efficient RL framework secretly brings you
+    off-policy RL training"): samples come from the sampler μ, the policy gradient is meant for π_old.
+
+    token:     w_t = min(π_old(y_t) / μ(y_t), C) = min(exp(log π_old − log μ), C)        [B, T]
+    sequence:  w_i = min(Π_t π_old(y_t) / μ(y_t), C) = min(exp(Σ_t (log π_old − log μ) m_t), C)   [B]
+    Detached: a constant factor on each token's (sequence's) policy-gradient term, so E_μ[w ∇ℓ] → E_π_old[∇ℓ]
+    as C → ∞; the cap bounds the variance (C ≈ 2 in TRL and verl). The KL term is not weighted.
+
+    Args:
+        old_logprobs, sampler_logprobs, mask: [B, T]. cap: C > 0. level: "token" or "sequence".
+    Returns:
+        [B, T] (token; 0 on padding) or [B] (sequence) weights, detached.
+    """
+    log_ratio = (old_logprobs - sampler_logprobs).detach() * mask  # [B, T]
+    if level == "token":
+        return log_ratio.exp().clamp(max=cap) * mask  # [B, T]
+    if level == "sequence":
+        return log_ratio.sum(dim=1).exp().clamp(max=cap)  # [B]
+    raise ValueError(f"unknown TIS level={level!r}; choose token or sequence")
+
+
 def kl_shaped_rewards(
     scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, kl_coef: float, kind: str = "k1"
 ) -> tuple[Tensor, Tensor]:
@@ -176,22 +222,25 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
 
 
 def ppo_policy_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float = 0.2
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float = 0.2,
+    tis_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Clipped surrogate objective, Schulman et al. 2017 eq. 7, averaged over masked tokens.
 
-    L = masked_mean(max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε))),  ρ_t = exp(logπ_t − logπ_old_t).
+    L = masked_mean(w_t · max(−A_t ρ_t, −A_t clip(ρ_t, 1−ε, 1+ε))),  ρ_t = exp(logπ_t − logπ_old_t),
+    w_t = 1, or the truncated importance weights of `tis_weights` (the sampler ≠ π_old correction).
 
     Args:
         logprobs: [B, T] under the current policy. old_logprobs: [B, T] from the rollout.
-        advantages: [B, T]. mask: [B, T]. clip_range: ε.
+        advantages: [B, T]. mask: [B, T]. clip_range: ε. tis_weights: [B, T] detached, or None (w = 1).
     Returns:
         (loss [], clipfrac [] detached: share of masked tokens where the clipped term is strictly larger).
     """
     ratio = torch.exp(logprobs - old_logprobs)  # [B, T]
     unclipped = -advantages * ratio  # [B, T]
     clipped = -advantages * ratio.clamp(1 - clip_range, 1 + clip_range)  # [B, T]
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)  # []
+    surrogate = torch.maximum(unclipped, clipped)  # [B, T]
+    loss = masked_mean(surrogate if tis_weights is None else tis_weights * surrogate, mask)  # []
     clipfrac = masked_mean((clipped > unclipped).float(), mask)  # []
     return loss, clipfrac.detach()
 
@@ -448,16 +497,19 @@ def per_token_policy_loss(
     advantages: Tensor,
     eps_low: float = 0.2,
     eps_high: float | None = None,
+    tis_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Clipped surrogate per token with asymmetric clipping (DAPO "clip-higher", Yu et al. 2025).
 
-    ℓ_t = max(−A ρ_t, −A clip(ρ_t, 1 − ε_low, 1 + ε_high)),  ρ_t = exp(logπ_t − logπ_old_t).
+    ℓ_t = w_t · max(−A ρ_t, −A clip(ρ_t, 1 − ε_low, 1 + ε_high)),  ρ_t = exp(logπ_t − logπ_old_t),
+    w_t = 1 or the truncated importance weights `tis_weights` (`tis_weights()`).
     Not reduced: combine with a KL loss term, then `aggregate_loss`.
 
     Args:
         logprobs: [B, T] under the current policy. old_logprobs: [B, T] from the rollout.
         advantages: [B] (one per sequence, broadcast over its tokens) or [B, T].
         eps_low: ε_low. eps_high: ε_high; None means ε_high = ε_low (symmetric, PPO).
+        tis_weights: [B, T] detached, or None (w = 1).
     Returns:
         (loss_tok [B, T], clipped [B, T] bool, True where the clipped term is strictly larger: clipfrac's
         numerator). Padding is not masked here.
@@ -468,7 +520,8 @@ def per_token_policy_loss(
     ratio = torch.exp(logprobs - old_logprobs)  # [B, T]
     unclipped = -advantages * ratio  # [B, T]
     clipped = -advantages * ratio.clamp(1 - eps_low, 1 + eps_high)  # [B, T]
-    return torch.maximum(unclipped, clipped), (clipped > unclipped).detach()
+    loss_tok = torch.maximum(unclipped, clipped)  # [B, T]
+    return loss_tok if tis_weights is None else tis_weights * loss_tok, (clipped > unclipped).detach()
 
 
 def _agg_token_mean(loss_tok: Tensor, mask: Tensor, max_len: int | None) -> Tensor:
@@ -588,23 +641,27 @@ def kl_loss_per_token(
 
 
 def sequence_policy_loss(
-    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, eps: float = 0.2
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, eps: float = 0.2,
+    tis_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Clipped surrogate with one importance ratio per sequence (RLOO as in TRL's RLOOTrainer).
 
-    ρ_i = exp(Σ_t (logπ_t − logπ_old_t)·m_t);  L = (1/B) Σ_i max(−A_i ρ_i, −A_i clip(ρ_i, 1 − ε, 1 + ε)).
+    ρ_i = exp(Σ_t (logπ_t − logπ_old_t)·m_t);  L = (1/B) Σ_i w_i · max(−A_i ρ_i, −A_i clip(ρ_i, 1 − ε, 1 + ε)),
+    w_i = 1 or the sequence-level truncated importance weights `tis_weights` (`tis_weights(level="sequence")`).
     Ahmadian et al. 2024 treat the whole completion as one action; the clip is TRL's addition for
     num_iterations > 1 (at ρ = 1 it is REINFORCE with the RLOO baseline).
 
     Args:
         logprobs, old_logprobs: [B, T]. advantages: [B] A_i. mask: [B, T]. eps: ε.
+        tis_weights: [B] detached, or None (w = 1).
     Returns:
         (loss [], clipfrac [] detached: share of sequences where the clipped term is strictly larger).
     """
     ratio = torch.exp(((logprobs - old_logprobs) * mask).sum(dim=1))  # [B]
     unclipped = -advantages * ratio  # [B]
     clipped = -advantages * ratio.clamp(1 - eps, 1 + eps)  # [B]
-    loss = torch.maximum(unclipped, clipped).mean()  # []
+    surrogate = torch.maximum(unclipped, clipped)  # [B]
+    loss = (surrogate if tis_weights is None else tis_weights * surrogate).mean()  # []
     return loss, (clipped > unclipped).float().mean().detach()
 
 

@@ -7,7 +7,8 @@ optional weight:
 
     rlhfkit.eval.gold:gold_rewards         an importable module (installed or on PYTHONPATH)
     path/to/my_rewards.py:is_correct=0.5   a Python file, weight 0.5 (default 1; 0 logs the term without
-                                           training on it; a negative weight is a penalty)
+                                           training on it: the online trainers log every term's batch mean
+                                           as `rollout/reward/<name>`; a negative weight is a penalty)
 
 Several specs are summed: score = Σ_i w_i · f_i(prompts, completions). `RewardFunctions` has the reward
 model's interface, `.score(prompts, responses) -> list[float]`, so a trainer takes either; `make_reward`
@@ -24,7 +25,7 @@ import numbers
 import sys
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhfkit.errors import ConfigError, RlhfkitError
@@ -86,12 +87,15 @@ class RewardTerm:
 
 @dataclass
 class RewardFunctions:
-    """Σ_i w_i · f_i(prompts, completions), each term's output checked; RewardModel's `score` interface."""
+    """Σ_i w_i · f_i(prompts, completions), each term's output checked; RewardModel's `score` interface.
+    `last_components` holds the unweighted values of each term from the last `score` call (what a trainer
+    logs per term, without scoring twice)."""
 
     terms: list[RewardTerm]
+    last_components: dict[str, list[float]] = field(default_factory=dict)
 
     def components(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, list[float]]:
-        """Each term's unweighted values (for logging, e.g. `reward/<name>`), in the order of the specs.
+        """Each term's unweighted values (logged as `rollout/reward/<name>`), in the order of the specs.
 
         Raises:
             RlhfkitError: a function returned the wrong number of values, a non-number or a non-finite value.
@@ -100,8 +104,9 @@ class RewardFunctions:
         return {t.name: check_rewards(t.name, t.fn(prompts, responses), len(responses)) for t in self.terms}
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        """The weighted sum Σ_i w_i · f_i for each (prompt, response): [B] floats."""
-        parts = self.components(prompts, responses)
+        """The weighted sum Σ_i w_i · f_i for each (prompt, response): [B] floats. Keeps each term's values
+        in `last_components`."""
+        parts = self.last_components = self.components(prompts, responses)
         weights = [t.weight for t in self.terms]
         return [math.fsum(w * values[i] for w, values in zip(weights, parts.values()))
                 for i in range(len(responses))]

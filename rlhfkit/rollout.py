@@ -34,8 +34,9 @@ class Rollout:
     logprobs: torch.Tensor | None = None  # [B, T] log π_old
     ref_logprobs: torch.Tensor | None = None  # [B, T] log π_ref
     values: torch.Tensor | None = None  # [B, T] V_old
-    # [B, T] log softmax(logits / τ)[y_t] as the engine computed them while sampling (0 after EOS); None from
-    # `generate`'s fallback. Evaluation reads them; trainers recompute log π_old with their own forward
+    # [B, T] log μ(y_t) = log softmax(logits / τ)[y_t] as the sampler computed them while sampling (0 after
+    # EOS): the engine always, `generate`'s fallback when asked. The trainers compute log π_old with their own
+    # forward and log the gap (rollout/sampler_kl) and, with --tis-cap, correct for it
     sample_logprobs: torch.Tensor | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -117,16 +118,25 @@ def own_generation_config(lm, config):
         base.generation_config = saved
 
 
-def hf_generate(lm, tokenizer, query_ids: torch.Tensor, query_mask: torch.Tensor, gen_cfg) -> torch.Tensor:
+def hf_generate(lm, tokenizer, query_ids: torch.Tensor, query_mask: torch.Tensor, gen_cfg,
+                with_logprobs: bool = False):
     """Responses [B, T<=max_new_tokens] from transformers' `generate` with `sampling_config` (the fallback of
-    the engine: any model, and the top-p / top-k of evaluation)."""
+    the engine: any model, and the top-p / top-k of evaluation), and with `with_logprobs` the sampler's
+    log-probs of the drawn tokens [B, T] (log softmax of `generate`'s processed scores: logits / τ, then the
+    truncation of top-p / top-k if any; 0 after EOS), else None."""
     config = sampling_config(gen_cfg, tokenizer)
     was_training = lm.training
     lm.eval()  # some models drop the KV cache in train mode under checkpointing; dropout is 0 in both modes
     with own_generation_config(lm, config):
-        out = lm.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config)
+        out = lm.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config,
+                          output_scores=with_logprobs, return_dict_in_generate=True)
     lm.train(was_training)
-    return out[:, query_ids.shape[1]:]  # [B, T]
+    response_ids = out.sequences[:, query_ids.shape[1]:]  # [B, T]
+    if not with_logprobs:
+        return response_ids, None
+    logprobs = torch.stack([torch.log_softmax(scores.float(), -1).gather(1, response_ids[:, t:t + 1]).squeeze(1)
+                            for t, scores in enumerate(out.scores)], 1)  # [B, T]
+    return response_ids, logprobs
 
 
 _FALLBACKS_LOGGED: set[str] = set()
@@ -145,24 +155,30 @@ def uses_engine(lm, gen_cfg) -> bool:
 
 
 @torch.no_grad()
-def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: bool = True) -> Rollout:
+def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: bool = True,
+             sampler_logprobs: bool = False) -> Rollout:
     """Sample one response per prompt from softmax(logits / τ) (batched, KV cache, left padding); cut after EOS.
     A response may be empty (EOS first): that is one of the outcomes whose probability the log-probs give.
 
     Sampling runs in rlhfkit.engine (a merged copy of `lm`, refreshed when its weights change, under the
-    caller's autocast) or, with gen_cfg.engine "hf" or where the engine does not apply, in `hf_generate`."""
+    caller's autocast) or, with gen_cfg.engine "hf" or where the engine does not apply, in `hf_generate`.
+    `roll.sample_logprobs` holds the sampler's log-probs of the drawn tokens: always from the engine, from
+    `hf_generate` when `sampler_logprobs` (it then keeps every step's [B, V] scores until the end)."""
     query_ids, query_mask = encode_prompts(tokenizer, prompts, use_chat_template)
     device = next(lm.parameters()).device
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
     sample_logprobs = None
     if uses_engine(lm, gen_cfg):
-        response_ids, sample_logprobs = engine.sampler_for(lm).sample(
+        response_ids, sample_logprobs = engine.sampler_for(lm, getattr(gen_cfg, "engine_lora", "separate")).sample(
             query_ids, query_mask, temperature=gen_cfg.temperature, max_new_tokens=gen_cfg.max_new_tokens,
             eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)  # [B, T]
     else:
-        response_ids = hf_generate(lm, tokenizer, query_ids, query_mask, gen_cfg)  # [B, T]
+        response_ids, sample_logprobs = hf_generate(lm, tokenizer, query_ids, query_mask, gen_cfg,
+                                                    with_logprobs=sampler_logprobs)  # [B, T] each
     mask, ended = response_mask(response_ids, tokenizer.eos_token_id)
     response_ids = torch.where(mask.bool(), response_ids, tokenizer.pad_token_id)  # nothing after EOS
+    if sample_logprobs is not None:
+        sample_logprobs = torch.where(mask.bool(), sample_logprobs, 0.0)  # [B, T]: 0 after EOS, as the engine's
     texts = tokenizer.batch_decode(torch.where(response_ids == tokenizer.eos_token_id, tokenizer.pad_token_id,
                                                response_ids), skip_special_tokens=True)
     return Rollout(list(prompts), query_ids, query_mask, response_ids, mask, texts, ended,
@@ -191,7 +207,7 @@ def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list
     update's own forward gives it, `trainers/critic_free.py`)."""
     t0 = time.perf_counter()
     with autocast():
-        roll = generate(actor_critic.lm, tokenizer, prompts, gen_cfg, use_chat_template)
+        roll = generate(actor_critic.lm, tokenizer, prompts, gen_cfg, use_chat_template, sampler_logprobs=True)
     t1 = time.perf_counter()
     with autocast():
         scores = reward_model.score([prompt_text(p) for p in prompts], roll.responses)

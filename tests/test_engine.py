@@ -8,7 +8,7 @@ import torch
 
 from rlhfkit import engine
 from rlhfkit.config import GenerationConfig, LoraConfig
-from rlhfkit.models.load import apply_lora, load_causal_lm, load_tokenizer
+from rlhfkit.models.load import apply_lora, load_causal_lm, load_tokenizer, store_frozen_matmuls
 from rlhfkit.models.policy import response_logprobs
 from rlhfkit.rollout import encode_prompts, generate, uses_engine
 from tests.conftest import make_tokenizer, save_tiny_llama
@@ -202,8 +202,8 @@ def test_agrees_with_hf_generate_in_distribution(tiny_llama, use_lora):
 
 
 def test_bf16_lora_copy_agrees_with_the_lora_model_in_distribution(tiny_llama):
-    """Under bf16 autocast the copy holds bf16(W + s·BA), not bf16(W) + bf16(B)bf16(A): first tokens still fit
-    softmax(logits / τ) of the fp32 LoRA model."""
+    """Under bf16 autocast the copy holds bf16(W) and LoRA's bf16 factors: first tokens fit softmax(logits / τ)
+    of the fp32 LoRA model."""
     lm, tokenizer = lora_model(tiny_llama), load_tokenizer(tiny_llama, padding_side="left")
     tau, n = 0.7, 4000
     torch.manual_seed(0)
@@ -255,6 +255,51 @@ def test_bf16_copy_computes_what_autocast_computes(tiny_llama):
     # 3e-4: a bf16 rounding of attention weights can flip between the one-row decode step and the full
     # forward (fp32 scores summed in another order); different weights would differ by ~1e-2
     torch.testing.assert_close(logprobs[counted], expected[counted], atol=3e-4, rtol=0)
+
+
+@pytest.mark.parametrize("lora", ["separate", "merged"])
+def test_bf16_lora_copy_computes_what_the_lora_models_autocast_forward_computes(tiny_llama, lora):
+    """The trainer's forward under autocast computes bf16(W) x + s·bf16(B)(bf16(A) x). The separate copy's
+    forward computes exactly that (what is left of the sampler's gap is incremental decoding against a full
+    pass, as for a plain model); merging rounds the delta into bf16(W + s·BA) instead: 7e-3 in the logits here."""
+    lm, tokenizer = lora_model(tiny_llama), load_tokenizer(tiny_llama, padding_side="left")
+    store_frozen_matmuls(lm, torch.bfloat16)  # as the trainers store LoRA's base weights under bf16
+    query_ids, query_mask = encode_prompts(tokenizer, PROMPTS)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        sampler = engine.sampler_for(lm, lora)
+        assert bool(sampler.separate) == (lora == "separate")
+        copy = sampler.model(input_ids=query_ids, attention_mask=query_mask).logits.float()  # [B, P, V]
+        trainer = lm(input_ids=query_ids, attention_mask=query_mask).logits.float()  # [B, P, V]
+    gap = (copy - trainer).abs().max().item()
+    if lora == "separate":
+        assert gap == 0.0
+    else:
+        assert gap > 1e-3, gap  # what `separate` removes
+
+
+def test_separate_lora_sync_writes_only_what_changed(tiny_llama):
+    """After an optimiser step on the adapters, `sync` writes LoRA's factors again but not the frozen base
+    weights (their (data_ptr, version) did not move), which are the bulk of a re-sync."""
+    lm, tokenizer = lora_model(tiny_llama), load_tokenizer(tiny_llama, padding_side="left")
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    with bf16():
+        engine_sample(lm, tokenizer, PROMPTS)
+        sampler = engine.sampler_for(lm)
+    writes = []
+    sampler.owned = {name: (lambda v, name=name, f=f: (writes.append(name), f(v))) for name, f in sampler.owned.items()}
+    optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=0.1, fused=True)
+    with bf16():  # its own autocast region, as a trainer's micro-batch (autocast caches casts of A and B)
+        loss = lm(input_ids=encode_prompts(tokenizer, PROMPTS)[0]).logits.logsumexp(-1).mean()
+    loss.backward()
+    optimizer.step()
+    query_ids, query_mask = encode_prompts(tokenizer, PROMPTS)
+    with torch.no_grad(), bf16():
+        engine_sample(lm, tokenizer, PROMPTS)  # finds the copy stale and syncs it
+        copy = sampler.model(input_ids=query_ids, attention_mask=query_mask).logits  # [B, P, V]
+        trainer = lm(input_ids=query_ids, attention_mask=query_mask).logits  # [B, P, V]
+        assert engine.sampler_for(lm) is sampler  # synced in place, not rebuilt
+    assert writes and all(name.rsplit(".", 1)[-1] in ("lora_A", "lora_B", "lora_scale") for name in writes)
+    assert torch.equal(copy, trainer)  # the updated adapters, nothing stale
 
 
 @pytest.mark.parametrize("bf16", [False, True])

@@ -57,7 +57,9 @@ def test_generate_cuts_after_the_first_eos(tiny_llama, engine, monkeypatch):
     assert (query_ids == eos).any(1).all()  # the prompts themselves contain the EOS token
 
     def fake_generate(input_ids, **kwargs):  # "samples" the fixed tokens above after the prompt
-        return torch.cat([input_ids, sampled], 1)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sequences=torch.cat([input_ids, sampled], 1))
 
     def fake_sample(self, query_ids, query_mask, **kwargs):  # the engine's sampler, same tokens
         return sampled, torch.zeros(sampled.shape)

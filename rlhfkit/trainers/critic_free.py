@@ -8,7 +8,7 @@
        REINFORCE++'s token-level returns of r_t = −β k1_t (+ s at the last token), whitened over the batch
     4. num_iterations × num_minibatches: clipped ratio (per token, ε_low / ε_high, or per sequence),
        + β·KL per token when the KL is a loss (k3·ρ or k2, never k1), aggregated by loss_agg; AdamW
-    5. β (adaptive optional), metrics: the share of groups whose k rewards are all equal (no signal)
+    5. β (adaptive optional), metrics: the share of groups whose k rewards s' are all equal (no signal)
 The groups never straddle processes (each process samples whole groups); statistics over the batch
 (reinforce_pp whitening, the "batch" scale) use the batches of every process.
 """
@@ -24,24 +24,27 @@ from rlhfkit.trainers import loop, online
 from rlhfkit.trainers.online import OnlineState
 
 
-def advantages_for(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, accelerator=None) -> torch.Tensor:
-    """Steps 2–3: the advantages of the batch, [B] (one per sequence) or [B, T] (reinforce_pp)."""
+def advantages_for(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout,
+                   accelerator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 2–3. Returns (advantages [B] (one per sequence) or [B, T] (reinforce_pp), the sequence rewards
+    s' [B] they come from: s minus the missing-EOS penalty, minus β Σ_t k1_t when the KL is in the reward;
+    for REINFORCE++ the return at the first token, Σ_t r_t, which is that same s')."""
     scores = roll.scores - cfg.missing_eos_penalty * (~roll.ended).float()  # [B]
     beta = state.kl_ctl.value
     if cfg.advantage == "reinforce_pp":
         rewards, _ = losses.kl_shaped_rewards(scores, roll.logprobs, roll.ref_logprobs, roll.mask, beta, "k1")
         returns, _ = losses.gae(rewards, torch.zeros_like(rewards), roll.mask, 1.0, 1.0)  # Σ_{u≥t} r_u [B, T]
-        return online.whiten_over_processes(returns, roll.mask, accelerator)  # [B, T]
+        return online.whiten_over_processes(returns, roll.mask, accelerator), returns[:, 0]  # [B, T], [B]
     if cfg.kl_in == "reward":
         scores = losses.kl_penalized_scores(scores, roll.logprobs, roll.ref_logprobs, roll.mask, beta)  # [B]
     grouped = scores.view(-1, cfg.group_size)  # [P, k]
     several = accelerator is not None and accelerator.num_processes > 1
     if not several:
-        return losses.group_advantages(grouped, cfg.advantage, cfg.scale).reshape(-1)  # [B]
+        return losses.group_advantages(grouped, cfg.advantage, cfg.scale).reshape(-1), scores  # [B], [B]
     # the batch scale needs every process's groups: compute on all of them, keep this process's rows
     everyone = accelerator.gather(grouped)  # [W·P, k]
     rows = slice(accelerator.process_index * len(grouped), (accelerator.process_index + 1) * len(grouped))
-    return losses.group_advantages(everyone, cfg.advantage, cfg.scale)[rows].reshape(-1)  # [B]
+    return losses.group_advantages(everyone, cfg.advantage, cfg.scale)[rows].reshape(-1), scores  # [B], [B]
 
 
 def needs_old_pass(cfg: CriticFreeConfig) -> bool:
@@ -57,7 +60,7 @@ def critic_free_step(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, t
                      accelerator=None) -> dict[str, float]:
     """Steps 2–5 on one rollout of B = P·k sequences; `train(minibatch, advantages)` does one optimiser step."""
     beta = state.kl_ctl.value
-    advantages = advantages_for(cfg, state, roll, accelerator)  # [B] or [B, T]
+    advantages, rewards = advantages_for(cfg, state, roll, accelerator)  # [B] or [B, T]; [B]
     # no log π_old yet (needs_old_pass): the update's forward fills each minibatch's, gathered here [B, T]
     filled = torch.zeros_like(roll.ref_logprobs) if roll.logprobs is None else None
     stats = []
@@ -71,17 +74,20 @@ def critic_free_step(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, t
     kl_k1 = online.update_kl_controller(state, roll, accelerator)  # [B]
     return {
         **online.rollout_metrics(roll, kl_k1),
-        "rollout/zero_spread_groups": losses.zero_spread_fraction(roll.scores.view(-1, cfg.group_size)),
+        # on the rewards the advantages see (missing-EOS penalty, RLOO's KL), not on the raw scores
+        "rollout/zero_spread_groups": losses.zero_spread_fraction(rewards.view(-1, cfg.group_size)),
         "rl/kl_coef": beta,
-        **online.mean_over_updates(stats),
+        **online.mean_over_updates(stats, first_ratio=needs_old_pass(cfg)),
     }
 
 
 def make_train_fn(cfg: CriticFreeConfig, learner: loop.Learner, state: OnlineState):
     """One optimiser step on a minibatch (in cfg.optim.grad_accum_steps micro-batches, weighted by what the
-    aggregation averages over: tokens for token_mean, sequences otherwise; loop.accumulate_step)."""
+    loss averages over, loop.accumulate_step: tokens for a per-token ratio with token_mean; sequences for
+    seq_mean_token_mean and seq_mean_token_sum_norm (both divide by B) and for the sequence ratio, whose
+    loss is a mean over sequences whatever loss_agg says)."""
     model = learner.model
-    per_token = cfg.loss_agg == "token_mean"
+    per_token = cfg.ratio == "token" and cfg.loss_agg == "token_mean"
 
     def micro_loss(micro) -> tuple[torch.Tensor, dict[str, float]]:
         mb, advantages, beta = micro
@@ -89,13 +95,15 @@ def make_train_fn(cfg: CriticFreeConfig, learner: loop.Learner, state: OnlineSta
                                      cfg.generation.temperature, with_entropy=True)
         if mb.logprobs is None:  # the batch's only update: log π_old is this forward's, detached (ratio = 1)
             mb.logprobs = logprobs.detach()
-        row = {}
+        weights = online.tis_weights(cfg, mb)  # [B] (sequence ratio), [B, T] or None (TIS off)
+        row = online.tis_metrics(cfg, weights, mb.mask, "rl")
         if cfg.ratio == "sequence":
-            loss, clipfrac = losses.sequence_policy_loss(logprobs, mb.logprobs, advantages, mb.mask, cfg.clip_range)
+            loss, clipfrac = losses.sequence_policy_loss(logprobs, mb.logprobs, advantages, mb.mask, cfg.clip_range,
+                                                         weights)
             row["rl/policy_loss"] = loss.item()
         else:
             loss_tok, clipped = losses.per_token_policy_loss(logprobs, mb.logprobs, advantages, cfg.clip_range,
-                                                             cfg.clip_range_high)
+                                                             cfg.clip_range_high, weights)
             clipfrac = losses.masked_mean(clipped.float(), mb.mask)
             row["rl/policy_loss"] = losses.aggregate_loss(loss_tok.detach(), mb.mask, cfg.loss_agg,
                                                           cfg.generation.max_new_tokens).item()

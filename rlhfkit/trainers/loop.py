@@ -33,6 +33,23 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
+RANK_SEED_STRIDE = 100003  # ALGORITHMS.md §5: process r samples with seed + r·100003 (a prime)
+
+
+def seed_sampling(seed: int, accelerator) -> None:
+    """Give each process its own sampling stream: process r > 0 re-seeds every RNG with seed + r·100003
+    (ALGORITHMS.md §5); identical seeds drew the same responses to the same prompt on every process. Call
+    it once the models exist: they were built under the shared `seed_everything(seed)`, so anything random
+    in them (LoRA's A, a critic's new head) is the same on every process under any engine, not only where
+    DDP broadcasts rank 0's weights. Process 0 keeps its stream (offset 0): one process samples as before.
+    The rank is torch.distributed's when it is initialised, else accelerate's process index."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else accelerator.process_index
+    if rank > 0:
+        seed_everything(seed + rank * RANK_SEED_STRIDE)
+
+
 def make_accelerator(dtype: str = "fp32"):
     """accelerate's Accelerator: DDP/FSDP/DeepSpeed under `accelerate launch` (examples/accelerate/), this
     process's GPU when there is one, the CPU otherwise.

@@ -42,7 +42,7 @@ from rlhfkit.models.load import (
 )
 from rlhfkit.models.policy import ActorCritic
 from rlhfkit.models.reward import RewardModel
-from rlhfkit.rewards import make_reward
+from rlhfkit.rewards import RewardFunctions, make_reward
 from rlhfkit.rollout import Rollout, collect_rollout
 from rlhfkit.tracking import Tracker, progress
 from rlhfkit.trainers import checkpoint, loop
@@ -192,7 +192,13 @@ def update_kl_controller(state: OnlineState, roll: Rollout, accelerator=None) ->
 def rollout_metrics(roll: Rollout, kl_k1: torch.Tensor) -> dict[str, float]:
     """What every online trainer reports about its batch (sequence KL as Σ_t k1, plus k3 as a check ≥ 0)."""
     kl_k3 = (losses.kl_penalty(roll.logprobs, roll.ref_logprobs, "k3") * roll.mask).sum(1)  # [B]
+    # the sampler μ (engine or generate) vs the trainer's log π_old on the same tokens: 0 when they compute the
+    # same; bf16 incremental decoding against a full pass measured ~1.5e-3 nats per token on SmolLM2
+    gap_k1, gap_k3, gap_max = losses.sampler_gap(roll.sample_logprobs, roll.logprobs, roll.mask)
     return {
+        "rollout/sampler_kl": gap_k1.item(),
+        "rollout/sampler_kl_k3": gap_k3.item(),
+        "rollout/sampler_logprob_gap_max": gap_max.item(),
         "rollout/score_mean": roll.scores.mean().item(),
         "rollout/score_std": roll.scores.std().item() if len(roll.scores) > 1 else 0.0,
         "rollout/kl": kl_k1.mean().item(),
@@ -202,12 +208,36 @@ def rollout_metrics(roll: Rollout, kl_k1: torch.Tensor) -> dict[str, float]:
     }
 
 
-def mean_over_updates(stats: list[dict[str, float]]) -> dict[str, float]:
-    """The mean of each metric over a step's optimiser updates, plus the first update's ratio (1 at every
-    step's first minibatch: the sanity check that sampling and training compute the same log-probs)."""
+def tis_weights(cfg: OnlineConfig, mb: Rollout) -> torch.Tensor | None:
+    """The truncated importance weights of a minibatch's policy-gradient terms (losses.tis_weights: per token,
+    or per sequence under --ratio sequence), or None when --tis-cap is unset. Needs log π_old (mb.logprobs)."""
+    if cfg.tis_cap is None:
+        return None
+    level = "sequence" if getattr(cfg, "ratio", "token") == "sequence" else "token"
+    return losses.tis_weights(mb.logprobs, mb.sample_logprobs, mb.mask, cfg.tis_cap, level)
+
+
+def tis_metrics(cfg: OnlineConfig, weights: torch.Tensor | None, mask: torch.Tensor, group: str) -> dict:
+    """`<group>/tis_weight` (the mean weight) and `<group>/tis_truncated` (the share of tokens, or sequences,
+    whose π_old/μ reached the cap); {} when TIS is off."""
+    if weights is None:
+        return {}
+    at_cap = (weights >= cfg.tis_cap).float()  # [B, T] or [B]
+    if weights.dim() == 1:  # one weight per sequence
+        return {f"{group}/tis_weight": weights.mean().item(), f"{group}/tis_truncated": at_cap.mean().item()}
+    return {f"{group}/tis_weight": losses.masked_mean(weights, mask).item(),
+            f"{group}/tis_truncated": losses.masked_mean(at_cap, mask).item()}
+
+
+def mean_over_updates(stats: list[dict[str, float]], first_ratio: bool = True) -> dict[str, float]:
+    """The mean of each metric over a step's optimiser updates, plus `<group>/first_ratio`, the first update's
+    ratio: its training forward against the rollout's no-grad log π_old pass, two passes that must agree
+    (1 at every step's first minibatch: the check that sampling and training compute the same log-probs).
+    `first_ratio=False` leaves it out where there is no such pass (critic_free.needs_old_pass False: log π_old
+    is the update's own forward, detached, so the ratio is 1 by construction and checks nothing)."""
     out = {key: sum(s[key] for s in stats) / len(stats) for key in stats[0]}
     ratio_key = next((k for k in stats[0] if k.endswith("/ratio")), None)
-    if ratio_key:
+    if ratio_key and first_ratio:
         out[ratio_key.replace("/ratio", "/first_ratio")] = stats[0][ratio_key]
     return out
 
@@ -233,7 +263,9 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
 
     `reward_model`: optional object with .score(prompts, responses) -> list[float] used instead of
     cfg.reward_model (e.g. a programmatic reward). `monitors`: {name: fn(prompts, responses) -> list[float]}
-    logged as `rollout/<name>_mean` each step but never optimised (e.g. the demo's gold reward).
+    logged as `rollout/<name>_mean` each step but never optimised (e.g. the demo's gold reward). With
+    cfg.reward_fn, each term of the summed reward (the RM as `reward_model`) is logged unweighted as
+    `rollout/reward/<name>`, its batch mean.
     `prompts`: the prompts (str or chat messages) to train on, used instead of loading cfg.prompts (the demo
     passes its train split in memory)."""
     cfg = resolve_dtypes(cfg)  # `auto` -> bf16 or fp32 for this machine, before config.yaml is written
@@ -259,6 +291,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
         cfg, reward_model, algo.with_value)
     optimizer, scheduler = loop.make_optimizer(actor_critic, cfg.optim, cfg.steps * algo.updates(cfg))
     model, optimizer, scheduler = accelerator.prepare(actor_critic, optimizer, scheduler)
+    loop.seed_sampling(cfg.seed, accelerator)  # built alike on every process; now one stream each
     kl_ctl = (losses.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl
               else losses.FixedKLController(cfg.kl_coef))
     state = OnlineState(kl_ctl=kl_ctl)
@@ -288,6 +321,9 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
         for name, fn in (monitors or {}).items():
             values = fn([prompt_text(p) for p in roll.prompts], roll.responses)
             metrics[f"rollout/{name}_mean"] = sum(values) / len(values)
+        if isinstance(reward_model, RewardFunctions):  # each summed term, unweighted (weight 0 included)
+            for name, values in reward_model.last_components.items():
+                metrics[f"rollout/reward/{name}"] = sum(values) / len(values)
         metrics = loop.mean_metrics(accelerator, [metrics])  # means over processes
         metrics["skipped_steps"] = state.skipped_steps
         n_tokens = roll.mask.sum().item()

@@ -68,7 +68,9 @@ def make_train_fn(cfg: PPOConfig, learner: loop.Learner, state: OnlineState):
         logprobs, values, entropy = model(mb.input_ids, mb.attention_mask, mb.query_ids.shape[1],
                                           mb.response_ids, cfg.generation.temperature, with_entropy=True,
                                           entropy_grad=cfg.entropy_coef > 0)
-        pg_loss, clipfrac = losses.ppo_policy_loss(logprobs, mb.logprobs, advantages, mb.mask, cfg.clip_range)
+        weights = online.tis_weights(cfg, mb)  # [B, T] or None (TIS off)
+        pg_loss, clipfrac = losses.ppo_policy_loss(logprobs, mb.logprobs, advantages, mb.mask, cfg.clip_range,
+                                                   weights)
         vf_loss, vf_clipfrac = losses.ppo_value_loss(values, mb.values, returns, mb.mask, cfg.clip_range_value)
         mean_entropy = losses.masked_mean(entropy, mb.mask)
         loss = pg_loss + cfg.vf_coef * vf_loss - cfg.entropy_coef * mean_entropy
@@ -79,7 +81,7 @@ def make_train_fn(cfg: PPOConfig, learner: loop.Learner, state: OnlineState):
             "ppo/vf_clipfrac": vf_clipfrac.item(), "ppo/entropy": mean_entropy.item(),
             "ppo/approx_kl": losses.approx_kl(logprobs.detach(), mb.logprobs, mb.mask).item(),
             "ppo/explained_variance": losses.explained_variance(mb.values, returns, mb.mask).item(),
-            "ppo/ratio": ratio,
+            "ppo/ratio": ratio, **online.tis_metrics(cfg, weights, mb.mask, "ppo"),
         }
 
     def tokens(micro) -> float:

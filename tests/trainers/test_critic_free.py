@@ -69,8 +69,28 @@ def test_rloo_advantages_put_the_k1_kl_inside_the_leave_one_out_baseline(tiny_ll
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     roll = fake_rollout(torch.tensor([1.0, 3.0]), torch.tensor([[-1.0, -1.0], [-2.0, -9.0]]),
                         torch.tensor([[-1.25, -1.25], [-2.0, -1.0]]), mask)
-    adv = critic_free.advantages_for(cfg, OnlineState(kl_ctl=FixedKLController(0.2)), roll)
+    adv, rewards = critic_free.advantages_for(cfg, OnlineState(kl_ctl=FixedKLController(0.2)), roll)
     assert adv.tolist() == pytest.approx([-2.1, 2.1])
+    assert rewards.tolist() == pytest.approx([0.9, 3.0])  # the r' that zero_spread_groups reads
+
+
+def test_zero_spread_groups_counts_the_rewards_the_advantages_see(tiny_llama, tmp_path):
+    """Missing-EOS penalty 0.5. Groups (k = 2) of raw scores (1, 1), (1, 0.5), (2, 2), the unended response
+    second, first, second: rewards (1, 0.5), (0.5, 0.5), (2, 1.5). Only the middle group has no spread
+    (its advantages are 0): 1/3; the raw scores would say 2/3."""
+    from rlhfkit.losses import FixedKLController
+    from rlhfkit.trainers.online import OnlineState
+
+    cfg = cf_cfg("grpo", tiny_llama, tmp_path, group_size=2, batch_size=3, missing_eos_penalty=0.5)
+    mask, logprobs = torch.ones(6, 2), torch.full((6, 2), -1.0)
+    roll = fake_rollout(torch.tensor([1.0, 1.0, 1.0, 0.5, 2.0, 2.0]), logprobs, logprobs.clone(), mask)
+    roll.ended, roll.sample_logprobs = torch.tensor([True, False, False, True, True, False]), logprobs.clone()
+    seen = []
+    metrics = critic_free.critic_free_step(cfg, OnlineState(kl_ctl=FixedKLController(0.0)), roll,
+                                           lambda mb, adv, beta: seen.append(adv) or {"rl/ratio": 1.0})
+    assert metrics["rollout/zero_spread_groups"] == pytest.approx(1 / 3)
+    (advantages,) = seen
+    assert (advantages.abs() > 0).sum() == 4  # the middle group's two are the zeros (in shuffled order)
 
 
 def test_reinforce_pp_advantages_are_whitened_reward_to_go(tiny_llama, tmp_path):
@@ -82,7 +102,8 @@ def test_reinforce_pp_advantages_are_whitened_reward_to_go(tiny_llama, tmp_path)
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     roll = fake_rollout(torch.tensor([1.0, 3.0]), torch.tensor([[-1.0, -1.0], [-2.0, -9.0]]),
                         torch.tensor([[-2.0, -1.0], [-2.0, -1.0]]), mask)
-    adv = critic_free.advantages_for(cfg, OnlineState(kl_ctl=FixedKLController(0.5)), roll)
+    adv, rewards = critic_free.advantages_for(cfg, OnlineState(kl_ctl=FixedKLController(0.5)), roll)
+    assert rewards.tolist() == pytest.approx([0.5, 3.0])  # s − β Σ_t k1_t, the return at the first token
     # row 0: r = (−0.5, 1) -> returns (0.5, 1); row 1: r = (3) -> returns (3); tokens 0.5, 1, 3
     tokens = torch.tensor([0.5, 1.0, 3.0])
     white = (tokens - tokens.mean()) / tokens.var().sqrt()
@@ -134,6 +155,8 @@ def test_one_update_takes_log_pi_old_from_its_own_forward(accum, tiny_llama, tmp
     for key in ("rollout/score_mean", "rollout/kl", "rollout/kl_k3", "rl/policy_loss", "rl/kl_loss", "rl/ratio"):
         assert [r[key] for r in rows[False]] == pytest.approx([r[key] for r in rows[True]], abs=1e-5), key
     assert all(r["rl/ratio"] == 1.0 for r in rows[False]) and rows[False][-1]["rollout/kl"] > 0
+    # first_ratio compares the update's forward with a no-grad pass: without that pass it is 1 by construction
+    assert not any("rl/first_ratio" in r for r in rows[False]) and all("rl/first_ratio" in r for r in rows[True])
     from safetensors.torch import load_file
 
     (a,), (b,) = map(list, weights.values())
@@ -147,6 +170,65 @@ def test_one_update_takes_log_pi_old_from_its_own_forward(accum, tiny_llama, tmp
 def test_which_configs_need_the_old_pass(overrides, needed, tiny_llama, tmp_path):
     assert critic_free.needs_old_pass(cf_cfg("grpo", tiny_llama, tmp_path, **overrides)) is needed
     assert critic_free.needs_old_pass(cf_cfg("reinforce_pp", tiny_llama, tmp_path))
+
+
+# Responses of 8, 7, 8, 6 | 1, 2, 1, 3 tokens: the halves (two micro-batches, or two processes) hold 29 and 7
+# tokens but 4 sequences each, so weighting them by tokens where the loss is a mean over sequences moves the update
+LENGTHS = [8, 7, 8, 6, 1, 2, 1, 3]
+ADVANTAGES = torch.tensor([1.0, -0.5, 0.8, -1.2, 1.5, -1.0, 0.3, -0.7])
+COMBINATIONS = [(ratio, agg) for ratio in ("token", "sequence")
+                for agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")]
+
+
+def fixed_batch(vocab_size: int) -> Rollout:
+    """8 prompts of 3 tokens and responses of LENGTHS tokens (random words, fixed seed), no log π_old yet."""
+    g = torch.Generator().manual_seed(0)
+    b, t = len(LENGTHS), max(LENGTHS)
+    first_word = 6  # conftest's vocabulary: 6 special tokens, then words
+    mask = (torch.arange(t)[None] < torch.tensor(LENGTHS)[:, None]).float()  # [B, T]
+    return Rollout(prompts=["p"] * b, query_ids=torch.randint(first_word, vocab_size, (b, 3), generator=g),
+                   query_mask=torch.ones(b, 3, dtype=torch.long),
+                   response_ids=torch.randint(first_word, vocab_size, (b, t), generator=g), mask=mask,
+                   responses=[""] * b, ended=torch.tensor(LENGTHS) < t, ref_logprobs=torch.zeros(b, t))
+
+
+def update_of(tiny_llama, tmp_path, ratio, loss_agg, accum=1, rows=slice(None)) -> dict[str, torch.Tensor]:
+    """Two optimiser steps of `make_train_fn` (RLOO's KL-in-reward config with `ratio` and `loss_agg`, full
+    fine-tuning, fp32, lr 1e-2) on rows `rows` of `fixed_batch` with ADVANTAGES, each in `accum` micro-batches;
+    the second step reuses the first's log π_old (as num_iterations 2). Returns {name: trained − initial}."""
+    from rlhfkit.losses import FixedKLController
+    from rlhfkit.models.load import load_tokenizer
+    from rlhfkit.trainers import loop, online
+
+    cfg = build(RLOOConfig, {"policy": tiny_llama, "prompts": "unused", "output": str(tmp_path), "dtype": "fp32",
+                             "batch_size": 2, "group_size": 4, "max_new_tokens": max(LENGTHS), "ratio": ratio,
+                             "loss_agg": loss_agg, "grad_accum_steps": accum, "use_lora": False, "lr": 1e-2})
+    accelerator = loop.make_accelerator("fp32")
+    tokenizer = load_tokenizer(tiny_llama, padding_side="left")
+    model = online.build_actor_critic(cfg, tokenizer, with_value=False)
+    optimizer, scheduler = loop.make_optimizer(model, cfg.optim, 2)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    initial = {k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    learner = loop.Learner(accelerator, model, optimizer, scheduler, cfg.optim.max_grad_norm)
+    train = critic_free.make_train_fn(cfg, learner, online.OnlineState(kl_ctl=FixedKLController(cfg.kl_coef)))
+    batch = fixed_batch(len(tokenizer)).select(torch.arange(len(LENGTHS))[rows])
+    for _ in range(2):
+        train(batch, ADVANTAGES[rows], cfg.kl_coef)  # the first call fills batch.logprobs
+    trained = accelerator.unwrap_model(model).state_dict()
+    return {k: trained[k].detach() - v for k, v in initial.items()}
+
+
+@pytest.mark.parametrize("ratio, loss_agg", COMBINATIONS)
+def test_accumulated_micro_batches_make_the_minibatch_update(ratio, loss_agg, tiny_llama, tmp_path):
+    """Two micro-batches (29 and 7 tokens, 4 sequences each) make the update of the 8 sequences at once, for
+    every ratio and loss_agg: each weighs what its loss averages over, tokens only for a per-token ratio with
+    token_mean (the sequence ratio's loss is a mean over sequences whatever loss_agg says). Weighting RLOO's
+    sequence loss by tokens moved the weights by 2e-2 here."""
+    one = update_of(tiny_llama, tmp_path / "one", ratio, loss_agg, accum=1)
+    two = update_of(tiny_llama, tmp_path / "two", ratio, loss_agg, accum=2)
+    assert max(d.abs().max().item() for d in one.values()) > 5e-3  # the update is not trivially small
+    for name, delta in one.items():
+        torch.testing.assert_close(two[name], delta, atol=5e-6, rtol=0, msg=name)
 
 
 def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
@@ -168,12 +250,96 @@ def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
     ({"kl_estimator": "k1"}, "kl_estimator"),
     ({"kl_in": "reward", "kl_estimator": "k3_ratio"}, "kl_estimator"),
     ({"ratio": "sequence"}, "ratio"),
+    ({"ratio": "sequence", "kl_in": "reward", "kl_estimator": "k1", "clip_range_high": 0.28}, "clip_range_high"),
     ({"top_p": 0.9}, "generation.top_p"),
     ({"batch_size": 3, "group_size": 2, "num_minibatches": 4}, "num_minibatches"),
 ])
 def test_bad_combinations_are_refused_at_load(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
         build(GRPOConfig, {"prompts": "p", "output": str(tmp_path), **overrides})
+
+
+def test_each_reward_term_is_logged_weight_zero_included(tiny_llama, tmp_path):
+    """`--reward-fn f.py:chars --reward-fn f.py:words=0`: the score is the characters alone, and each term's
+    unweighted batch mean is logged as `rollout/reward/<name>` (1 prompt × 4 completions, all in samples)."""
+    fn = tmp_path / "terms.py"
+    fn.write_text("def chars(prompts, completions):\n    return [len(c) for c in completions]\n\n\n"
+                  "def words(prompts, completions):\n    return [len(c.split()) + 1 for c in completions]\n")
+    cfg = cf_cfg("grpo", tiny_llama, tmp_path, steps=2, batch_size=1, group_size=4, sample_every=1,
+                 reward_fn=[f"{fn}:chars", f"{fn}:words=0"])
+    train_critic_free(cfg)
+    samples = [json.loads(x) for x in (tmp_path / "grpo" / "samples.jsonl").read_text().splitlines()]
+    for r in rows_of(tmp_path / "grpo"):
+        responses = [s["response"] for s in samples if s["step"] == r["step"]]
+        assert len(responses) == 4
+        chars = sum(len(x) for x in responses) / 4
+        assert r[f"rollout/reward/{fn}:chars"] == pytest.approx(chars) == r["rollout/score_mean"]
+        assert r[f"rollout/reward/{fn}:words"] == pytest.approx(sum(len(x.split()) + 1 for x in responses) / 4)
+
+
+WORKER = r"""# On each of 2 processes: `update_of` on this process's half of the batch for every combination
+# (rank 0 saves deltas-<ratio>-<loss_agg>.pt), then one GRPO step on a single prompt recording this process's
+# sampled ids (responses-<rank>.json) and its trainable weights as built, before `prepare` (init-<rank>.json).
+import json, os, sys
+from pathlib import Path
+
+import torch
+
+from rlhfkit.config import GRPOConfig, build
+from rlhfkit.trainers import online
+from rlhfkit.trainers.critic_free import train_critic_free
+from tests.trainers.test_critic_free import COMBINATIONS, WordReward, update_of
+
+llama, out, prompts, rank = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(os.environ["RANK"])
+for ratio, loss_agg in COMBINATIONS:
+    delta = update_of(llama, out / f"run-{rank}", ratio, loss_agg, rows=slice(4 * rank, 4 * rank + 4))
+    if rank == 0:
+        torch.save(delta, out / f"deltas-{ratio}-{loss_agg}.pt")
+real_build, real_collect = online.build_actor_critic, online.collect_rollout
+
+
+def build_spy(*args, **kwargs):
+    model = real_build(*args, **kwargs)
+    sums = [p.detach().double().sum().item() for p in model.parameters() if p.requires_grad]
+    (out / f"init-{rank}.json").write_text(json.dumps(sums))
+    return model
+
+
+def collect_spy(*args, **kwargs):
+    roll = real_collect(*args, **kwargs)
+    (out / f"responses-{rank}.json").write_text(json.dumps(roll.response_ids.tolist()))
+    return roll
+
+
+online.build_actor_critic, online.collect_rollout = build_spy, collect_spy
+cfg = build(GRPOConfig, {"policy": llama, "prompts": prompts, "output": str(out / "grpo"), "steps": 1,
+                         "batch_size": 1, "group_size": 4, "max_new_tokens": 6, "dtype": "fp32", "seed": 0})
+train_critic_free(cfg, reward_model=WordReward())
+"""
+
+
+def test_two_processes_update_as_one_and_sample_apart(tiny_llama, tmp_path, monkeypatch):
+    """`accelerate launch`, 2 CPU processes (gloo). Halves of 29 and 7 tokens make the update one process makes
+    on the whole batch, for every ratio × loss_agg (RLOO's sequence loss weighted by tokens did not). Both
+    processes sampling the same prompt draw different responses (seed + rank·100003; they drew the same), from
+    the same initial weights (LoRA's random A included: built under the shared seed)."""
+    from tests.test_distributed import ROOT, launch, run
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "the cat"}) + "\n")
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the worker imports this module
+    run(launch(str(worker), tiny_llama, str(tmp_path), str(prompts)))
+    for ratio, loss_agg in COMBINATIONS:
+        one = update_of(tiny_llama, tmp_path / "one", ratio, loss_agg)
+        two = torch.load(tmp_path / f"deltas-{ratio}-{loss_agg}.pt")
+        for name, delta in one.items():
+            torch.testing.assert_close(two[name], delta, atol=5e-6, rtol=0, msg=f"{ratio} {loss_agg} {name}")
+    init = [json.loads((tmp_path / f"init-{r}.json").read_text()) for r in (0, 1)]
+    assert init[0] == init[1]
+    responses = [json.loads((tmp_path / f"responses-{r}.json").read_text()) for r in (0, 1)]
+    assert responses[0] != responses[1]
 
 
 @pytest.mark.parametrize("command", ["grpo", "rloo", "reinforce-pp"])

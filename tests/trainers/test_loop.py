@@ -138,3 +138,19 @@ def test_epoch_loop_accumulation_equals_one_batch_and_keeps_the_schedule(tiny_ll
     assert [r["sft/lr"] for r in rows_two] == pytest.approx(twice, abs=1e-12)
     # the gradient norm exists once per optimiser step: on its last micro-batch
     assert [r["sft/grad_norm"] is None for r in rows_two] == [True, False] * 4
+
+
+def test_each_process_samples_from_its_own_seed():
+    """Process r > 0 re-seeds at seed + r·100003 (ALGORITHMS.md §5); process 0, and so a one-process run,
+    keeps the stream it has after building the models under `seed_everything(seed)` (offset 0)."""
+    from types import SimpleNamespace
+
+    loop.seed_everything(7)
+    torch.rand(3)  # the stream some way along, as after building the models
+    along = torch.get_rng_state(), random.getstate()
+    loop.seed_sampling(7, SimpleNamespace(process_index=0))
+    assert torch.equal(torch.get_rng_state(), along[0]) and random.getstate() == along[1]
+    loop.seed_sampling(7, SimpleNamespace(process_index=1))
+    rank1 = torch.rand(3), random.random()
+    loop.seed_everything(7 + 100003)
+    assert torch.equal(torch.rand(3), rank1[0]) and random.random() == rank1[1]

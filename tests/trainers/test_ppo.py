@@ -189,3 +189,34 @@ def test_accumulation_equals_one_minibatch(tmp_path, monkeypatch):
     assert max((weights[1][k] - weights[2][k]).abs().max().item() for k in weights[1]) < 1e-4
     assert max((weights[1][k] - load_file(str(tmp_path / "llama" / "model.safetensors"))[k]).abs().max().item()
                for k in weights[1]) > 1e-3  # it trained
+
+
+def read_rows(tmp_path):
+    return [json.loads(x) for x in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_the_samplers_gap_to_the_trainer_is_logged_every_step(engine, tiny_llama, tmp_path):
+    """fp32: the engine (and generate) compute what the trainer's forward computes, so the gap is ~0 and
+    TIS weights are 1: --tis-cap changes nothing there."""
+    cfg = ppo_cfg(tiny_llama, tmp_path, steps=2, lr=1e-2, temperature=0.7, engine=engine, tis_cap=2.0)
+    train_ppo(cfg, reward_model=WordReward())
+    for r in read_rows(tmp_path):
+        assert abs(r["rollout/sampler_kl"]) < 1e-5 and 0 <= r["rollout/sampler_kl_k3"] < 1e-6
+        assert r["rollout/sampler_logprob_gap_max"] < 1e-4
+        assert r["ppo/tis_weight"] == pytest.approx(1.0, abs=1e-4) and r["ppo/tis_truncated"] == 0.0
+
+
+def test_a_perturbed_sampler_shows_in_the_gap_and_tis_reweights_it(tiny_llama, tmp_path, monkeypatch):
+    """A deliberately wrong sampler (it draws at τ/4 and reports the log-probs it drew from) is what a
+    mismatched engine looks like: rollout/sampler_kl sees it and TIS weights π_old/μ move off 1."""
+    import rlhfkit.engine
+
+    honest = rlhfkit.engine.sample_tokens
+    monkeypatch.setattr(rlhfkit.engine, "sample_tokens",
+                        lambda logits, temperature, generator=None: honest(logits, temperature / 4, generator))
+    train_ppo(ppo_cfg(tiny_llama, tmp_path, steps=2, lr=1e-2, temperature=0.7, tis_cap=1.5),
+              reward_model=WordReward())
+    for r in read_rows(tmp_path):
+        assert r["rollout/sampler_kl"] > 1e-2 and r["rollout/sampler_logprob_gap_max"] > 0.1
+        assert abs(r["ppo/tis_weight"] - 1) > 1e-2 and r["ppo/tis_truncated"] > 0
