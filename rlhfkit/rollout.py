@@ -169,7 +169,7 @@ def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: b
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
     sample_logprobs = None
     if uses_engine(lm, gen_cfg):
-        response_ids, sample_logprobs = engine.sampler_for(lm, getattr(gen_cfg, "engine_lora", "separate")).sample(
+        response_ids, sample_logprobs = engine.sampler_for(lm, getattr(gen_cfg, "engine_lora", "merged")).sample(
             query_ids, query_mask, temperature=gen_cfg.temperature, max_new_tokens=gen_cfg.max_new_tokens,
             eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id)  # [B, T]
     else:

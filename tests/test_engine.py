@@ -283,8 +283,7 @@ def test_separate_lora_sync_writes_only_what_changed(tiny_llama):
     lm, tokenizer = lora_model(tiny_llama), load_tokenizer(tiny_llama, padding_side="left")
     bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     with bf16():
-        engine_sample(lm, tokenizer, PROMPTS)
-        sampler = engine.sampler_for(lm)
+        sampler = engine.sampler_for(lm, "separate")
     writes = []
     sampler.owned = {name: (lambda v, name=name, f=f: (writes.append(name), f(v))) for name, f in sampler.owned.items()}
     optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=0.1, fused=True)
@@ -294,20 +293,19 @@ def test_separate_lora_sync_writes_only_what_changed(tiny_llama):
     optimizer.step()
     query_ids, query_mask = encode_prompts(tokenizer, PROMPTS)
     with torch.no_grad(), bf16():
-        engine_sample(lm, tokenizer, PROMPTS)  # finds the copy stale and syncs it
+        assert engine.sampler_for(lm, "separate") is sampler  # found stale and synced in place, not rebuilt
         copy = sampler.model(input_ids=query_ids, attention_mask=query_mask).logits  # [B, P, V]
         trainer = lm(input_ids=query_ids, attention_mask=query_mask).logits  # [B, P, V]
-        assert engine.sampler_for(lm) is sampler  # synced in place, not rebuilt
     assert writes and all(name.rsplit(".", 1)[-1] in ("lora_A", "lora_B", "lora_scale") for name in writes)
     assert torch.equal(copy, trainer)  # the updated adapters, nothing stale
 
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_generate_returns_the_log_probs_a_forward_pass_gives(tiny_llama, bf16):
-    """`generate`'s sample_logprobs (which the evaluation's KL reads) are the policy's log-probs of the sampled
-    tokens, 0 after EOS: as `response_logprobs` computes them, in fp32 and under bf16 autocast. A plain model,
-    as the evaluation loads every policy (LoRA merged): with unmerged LoRA under bf16 the engine's merged
-    bf16(W + s·BA) and the forward's bf16(W) x + s·B A x differ by up to ~1e-2 per token."""
+    """`generate`'s sample_logprobs (log μ, whose gap to log π_old the trainers log as rollout/sampler_kl) are
+    the policy's log-probs of the sampled tokens, 0 after EOS: as `response_logprobs` computes them, in fp32
+    and, up to bf16 rounding, under bf16 autocast (on this tiny model; SmolLM2's gap is ~1.7e-3 nats per token
+    in k3, bench/sampler_gap.py). The fallback computes them only when asked (`sampler_logprobs=True`)."""
     lm, tokenizer = load_causal_lm(tiny_llama), load_tokenizer(tiny_llama, padding_side="left")
     gen_cfg = GenerationConfig(max_new_tokens=8, temperature=0.7)
     torch.manual_seed(0)
@@ -317,9 +315,14 @@ def test_generate_returns_the_log_probs_a_forward_pass_gives(tiny_llama, bf16):
     assert roll.sample_logprobs.shape == roll.mask.shape and (roll.sample_logprobs[roll.mask == 0] == 0).all()
     torch.testing.assert_close(roll.sample_logprobs * roll.mask, expected * roll.mask, atol=1e-3 if bf16 else 2e-5,
                                rtol=0)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the fallback computes none
-        assert generate(lm, tokenizer, PROMPTS, GenerationConfig(max_new_tokens=2, engine="hf")).sample_logprobs \
-            is None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the fallback computes none unasked
+        hf = GenerationConfig(max_new_tokens=8, temperature=0.7, engine="hf")
+        assert generate(lm, tokenizer, PROMPTS, hf).sample_logprobs is None
+        roll = generate(lm, tokenizer, PROMPTS * 3, hf, sampler_logprobs=True)
+        expected = response_logprobs(lm, roll.input_ids, roll.attention_mask, roll.response_ids, 0.7)
+    assert (roll.sample_logprobs[roll.mask == 0] == 0).all()
+    torch.testing.assert_close(roll.sample_logprobs * roll.mask, expected * roll.mask, atol=1e-3 if bf16 else 2e-5,
+                               rtol=0)
 
 
 @pytest.mark.parametrize("update", ["fused_adamw", "load_state_dict"])

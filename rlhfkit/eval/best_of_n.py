@@ -108,7 +108,8 @@ def sample_and_score(policy: str, prompts: list[Prompt], gen_cfg, *, reward_mode
     lm = load_causal_lm(policy).eval()
     repeated = [p for p in prompts for _ in range(num_samples)]  # [P·N], each prompt's samples together
     log.info("best-of-n: sampling %d responses for each of %d prompts", num_samples, len(prompts))
-    samples = sample_policy(lm, lm, tokenizer, repeated, gen_cfg, batch_size=batch_size, seed=seed,
+    # no reference: best-of-n's KL is the analytic `bon_kl(n)`, so no forward pass for a sampled one
+    samples = sample_policy(lm, None, tokenizer, repeated, gen_cfg, batch_size=batch_size, seed=seed,
                             use_chat_template=use_chat_template, bf16=bf16)
     texts = [prompt_text(p) for p in repeated]
     responses = [s["response"] for s in samples]

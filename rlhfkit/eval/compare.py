@@ -35,24 +35,28 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
                   use_chat_template: bool = True, bf16: bool = False) -> list[dict]:
     """One sampled response per prompt with its KL to the reference, Σ_t log π(y_t) − log π_ref(y_t) (k1).
 
-    log π is what the engine computed while sampling (the same weights and arithmetic as a forward pass under
-    the same autocast; bf16 roundings can differ, below 1e-3 per token, tests/test_engine.py), so only the
-    reference makes a forward pass; with `generate`'s fallback the policy makes one too.
-    `bf16`: sample and score under bf16 autocast on the policy's device (~2.4x faster matmuls on CPU).
+    log π and log π_ref come from one computation: a no-grad forward (`rollout.policy_logprobs`) of the
+    policy and of the reference on the same batch under the same autocast, for every policy (the reference
+    itself included), so a policy that computes the reference's function (a copy of its folder, a fresh LoRA
+    adapter) reads KL 0. Not the engine's sampling log-probs: its incremental bf16 decode rounds otherwise
+    than a full forward, an error in every policy's KL (SmolLM2-135M, bf16 autocast, 24 tokens: a copy of the
+    reference read -0.31 to +0.08 nats per response, mean -0.12; tests/slow/test_eval_kl.py).
+    `ref_lm` None: no KL (`kl` None) and no forward pass, for a caller whose KL is not sampled (best-of-n).
+    `bf16`: sample and score under bf16 autocast on the policy's device (faster matmuls only on a CPU with
+    native bf16, `rlhfkit env`).
     Returns one dict per prompt: {response, kl, response_len, ended}."""
     torch.manual_seed(seed)  # every policy sees the same sampling noise stream
     rows = []
     for i in progress(range(0, len(prompts), batch_size), desc="eval sampling"):
         with torch.no_grad(), autocast(model_device(lm), enabled=bf16):
             roll = generate(lm, tokenizer, prompts[i : i + batch_size], gen_cfg, use_chat_template)
-            if lm is ref_lm:  # the reference itself: KL is 0, no forward passes needed
-                kl = torch.zeros(len(roll.responses))  # [B]
-            else:
-                logprobs = roll.sample_logprobs if roll.sample_logprobs is not None else \
-                    policy_logprobs(lm, roll, gen_cfg.temperature)  # [B, T]
-                kl = ((logprobs - policy_logprobs(ref_lm, roll, gen_cfg.temperature)) * roll.mask).sum(1)  # [B]
+            kl = [None] * len(roll.responses)
+            if ref_lm is not None:
+                logprobs = policy_logprobs(lm, roll, gen_cfg.temperature)  # [B, T]
+                ref_logprobs = policy_logprobs(ref_lm, roll, gen_cfg.temperature)  # [B, T]
+                kl = ((logprobs - ref_logprobs) * roll.mask).sum(1).tolist()  # [B]
         rows += [{"response": r, "kl": k, "response_len": int(n), "ended": bool(e)}
-                 for r, k, n, e in zip(roll.responses, kl.tolist(), roll.response_len.tolist(), roll.ended.tolist())]
+                 for r, k, n, e in zip(roll.responses, kl, roll.response_len.tolist(), roll.ended.tolist())]
     return rows
 
 
@@ -63,7 +67,8 @@ def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, refere
     """Sample every policy on the same prompts; score with the learned RM and/or a gold function.
 
     The policies and the reference run on `device` (None: `rlhfkit.device.default_device()`); the reward
-    model stays where it was loaded.
+    model stays where it was loaded. Every policy's KL, the reference's own row included, is
+    `sample_policy`'s: a forward of the policy and of the reference on the same batch.
 
     With `samples_per_prompt` > 1 each number is the mean over that prompt's samples (less sampling noise
     per prompt; the bootstrap still resamples prompts) and `response` is the first sample.
@@ -78,6 +83,7 @@ def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, refere
     rows: list[dict] = [{"prompt": prompt_text(p)} for p in prompts]
     for name, path in policies.items():
         log.info("evaluating %s (%s) on %d prompts", name, path, len(prompts))
+        # the reference's own row reuses the loaded model (no second copy); its KL still takes both forwards
         lm = ref_lm if path == reference else load_causal_lm(path).eval().to(device)
         repeated = [p for p in prompts for _ in range(k)]
         samples = sample_policy(lm, ref_lm, tokenizer, repeated, gen_cfg, batch_size=batch_size, seed=seed,
