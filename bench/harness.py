@@ -101,8 +101,20 @@ def cpu_name() -> str:
     return platform.machine()
 
 
+def cpu_has_native_bf16() -> bool:
+    """avx512_bf16 or AMX in /proc/cpuinfo's flags (what `rlhfkit env` and `dtype: auto` read through torch),
+    unless RLHFKIT_NATIVE_BF16 overrides it: every speed figure names whether bf16 was native."""
+    if os.environ.get("RLHFKIT_NATIVE_BF16") in ("0", "1"):
+        return os.environ["RLHFKIT_NATIVE_BF16"] == "1"
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), []) if cpuinfo.is_file() else []
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def machine() -> dict:
-    return {"cores": os.cpu_count(), "cpu": cpu_name(), "python": sys.version.split()[0]}
+    return {"cores": os.cpu_count(), "cpu": cpu_name(), "native_bf16": cpu_has_native_bf16(),
+            "python": sys.version.split()[0]}
 
 
 def policy_folder() -> Path:

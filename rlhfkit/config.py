@@ -64,8 +64,8 @@ class GenerationConfig:
                       gt=0, le=1)
     top_k: int = _f(0, "top-k sampling (0 = off; evaluation only: PPO's log-probs assume the full softmax)", ge=0)
     # fast: 1.6-1.8x transformers generate of the plain model, 3.8-4x generate through unmerged LoRA (PPO's
-    # default), SmolLM2-135M, batch 8, 48 tokens, bf16 autocast, 1 thread on the shared 2-core CPU
-    # (bench/generate_speed.py)
+    # default), SmolLM2-135M, batch 8, 48 tokens, bf16 autocast, 1 thread on a shared 2-core Xeon with AMX
+    # (native bf16; bench/generate_speed.py)
     engine: Literal["fast", "hf"] = _f(
         "fast", "sampler: fast = rlhfkit.engine (LoRA merged, weights cast once per update, static KV cache; "
         "Llama/Mistral/Qwen2/Qwen3/GPT-2, exact sampling), hf = transformers generate (any model, top-p/top-k; "
@@ -457,11 +457,12 @@ class DemoConfig:
     # 4: with 2, one of 3 seeds had a gold-gain interval of [-0.003, 0.137]; sampling noise per prompt dominated
     eval_samples_per_prompt: int = _f(4, "responses per held-out prompt and policy; scores are averaged per "
                                          "prompt", ge=1)
-    # 128: the engine samples 363 tok/s at batch 128 against 254 at 32 (2 cores, bench-style A/B)
+    # 128: the engine samples 363 tok/s at batch 128 against 254 at 32 (2-core Xeon with AMX, bf16, bench-style A/B)
     generation_batch_size: int = _f(128, "prompts per generate() call when sampling for labels/eval", ge=1)
     # 50 steps: at 30 the held-out gold gain was +0.08 with a 95% CI of [0.03, 0.14] (seed 0). 20 steps at lr
     # 2.5e-4 took 7.8-7.9 min against ~13.5 (on a slow day) but gained less gold at 2x the KL on the same data
     # (seeds 0/1/2: +0.017/+0.065/+0.051 vs +0.048/+0.084/+0.041); the defaults took 7.1-7.6 min on a fast day
+    # (2-core Xeon with AMX, native bf16)
     # (README "The demo")
     ppo: PPOConfig = _group(PPOConfig, "PPO options (policy/reward_model/output are set by the demo, which "
                                        "passes its train prompts in memory)", steps=50)

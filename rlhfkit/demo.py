@@ -100,6 +100,9 @@ def train_rm(cfg: DemoConfig, prefs: Path, out: Path) -> dict:
 
 
 ONLINE = ("ppo", "grpo", "rloo", "reinforce_pp")  # the methods trained against the learned RM
+# bumped when the evaluation computes a figure differently, so a rerun in an old run folder re-evaluates:
+# 2 = policy and reference log-probs from the same forward pass (the KL of earlier runs was biased)
+EVAL_VERSION = 2
 
 
 def run_online(cfg: DemoConfig, algo: str, train_prompts: list, rm_dir: Path, out: Path) -> dict:
@@ -157,7 +160,7 @@ def stage_keys(cfg: DemoConfig, algos: list[str]) -> dict[str, str]:
     for algo in algos:  # DPO reads the preferences; the online methods the RM
         keys[algo] = digest([keys["prefs" if algo == "dpo" else "rm"], c[algo]])
     keys["eval"] = digest([sampling, keys["rm"], [keys[a] for a in algos], c["eval_prompts"],
-                           c["eval_samples_per_prompt"]])
+                           c["eval_samples_per_prompt"], EVAL_VERSION])
     return keys
 
 

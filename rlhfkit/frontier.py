@@ -24,7 +24,7 @@ import numpy as np
 
 from rlhfkit.atomic import write_text
 from rlhfkit.config import DemoConfig, FrontierConfig, build, load_yaml, save_config, to_dict
-from rlhfkit.demo import evaluate, run_dpo, run_online, run_stage, split_prompts, stage_keys
+from rlhfkit.demo import EVAL_VERSION, evaluate, run_dpo, run_online, run_stage, split_prompts, stage_keys
 from rlhfkit.device import resolve_dtypes
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.eval import gold
@@ -244,7 +244,8 @@ def run_frontier(cfg: FrontierConfig) -> dict:
     sampling = [demo_cfg.policy, demo_cfg.seed, to_dict(demo_cfg.generation), demo_cfg.generation_batch_size,
                 demo_cfg.ppo.dtype, len(prompts)]
     methods = stage("eval", lambda: evaluate(eval_cfg, heldout, policies, run / "rm", out / "eval"),
-                    _digest([rm_key, sampling, point_keys, policies, eval_cfg.eval_samples_per_prompt])) \
+                    _digest([rm_key, sampling, point_keys, policies, eval_cfg.eval_samples_per_prompt,
+                             EVAL_VERSION])) \
         if points else {}
     bar.update()
     bon = stage("bon", lambda: best_of_n(demo_cfg, prompts, cfg.bon_max_n, run / "rm", out / "bon"),

@@ -182,7 +182,9 @@ def test_a_method_left_out_is_not_checked_and_demo_is_required(tmp_path, frontie
 def fake_demo(run, **overrides) -> DemoConfig:
     """A demo folder as `rlhfkit demo` leaves it, as far as the frontier reads it: config.yaml and the
     prefs/rm markers with their keys, and a finished PPO stage at the demo's own β."""
-    cfg = build(DemoConfig, {"output": str(run), **overrides})
+    from rlhfkit.device import resolve_dtypes
+
+    cfg = resolve_dtypes(build(DemoConfig, {"output": str(run), **overrides}))  # as `run_demo` saves it
     save_config(cfg, run / "config.yaml")
     keys = stage_keys(cfg, ["ppo"])
     for stage in ("prefs", "rm", "ppo"):

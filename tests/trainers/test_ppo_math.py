@@ -34,6 +34,7 @@ def make_rollout(scores, d):
         query_mask=torch.ones(4, 4, dtype=torch.long), response_ids=response_ids, mask=mask,
         responses=["x", "x x x", "x x x", "x x x"], ended=torch.tensor([True, False, False, False]),
         scores=torch.tensor(scores), logprobs=logprobs, ref_logprobs=ref_logprobs, values=torch.zeros(4, 3),
+        sample_logprobs=torch.where(mask.bool(), logprobs, 0.0),  # an exact sampler: log μ = log π_old
     )
 
 
