@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help='LABEL="FLAGS" (repeatable)')
     parser.add_argument("--demo-flags", default="", help="flags for every run, base included")
     parser.add_argument("--runs", default="runs/seeds")
+    parser.add_argument("--results", default="demo_seeds.json", help="file name in bench/results/")
     args = parser.parse_args()
     common = shlex.split(args.demo_flags)
     variants = [("base", [])] + [(v.split("=", 1)[0], shlex.split(v.split("=", 1)[1])) for v in args.variant]
@@ -75,7 +76,7 @@ def main() -> None:
                   f"sampler k3 {r['sampler_kl_k3']:.2e} k1 {r['sampler_kl']:.2e} max {r['sampler_logprob_gap_max']:.2f}",
                   flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "demo_seeds.json").write_text(json.dumps({"machine": machine(), "demo_flags": args.demo_flags,
+    (RESULTS / args.results).write_text(json.dumps({"machine": machine(), "demo_flags": args.demo_flags,
                                                          "variants": dict(variants), "rows": rows}, indent=2))
 
 

@@ -82,6 +82,8 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
 def _coerce(key: str, value: Any, tp: Any, metadata: typing.Mapping) -> Any:
     """Check/convert one value against its annotated type and bounds; ConfigError names the key."""
     base, optional = _base_type(tp)
+    if optional and isinstance(value, str) and value.lower() in ("none", "null", "off"):
+        value = None  # a flag unsets an optional key (`--tis-cap none`); YAML writes null
     if value is None:
         if optional:
             return None

@@ -118,6 +118,16 @@ def own_generation_config(lm, config):
         base.generation_config = saved
 
 
+def is_partitioned(lm) -> bool:
+    """Whether `lm`'s weights are split over processes by DeepSpeed ZeRO-3 (placeholders with a `ds_id`):
+    every forward then gathers them with a collective, so all processes must run the same number of decoding
+    steps (`generate(synced_gpus=True)` keeps stepping a process whose rows have all ended)."""
+    import torch.distributed as dist
+
+    return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and any(hasattr(p, "ds_id") for p in lm.parameters()))
+
+
 def hf_generate(lm, tokenizer, query_ids: torch.Tensor, query_mask: torch.Tensor, gen_cfg,
                 with_logprobs: bool = False):
     """Responses [B, T<=max_new_tokens] from transformers' `generate` with `sampling_config` (the fallback of
@@ -129,7 +139,8 @@ def hf_generate(lm, tokenizer, query_ids: torch.Tensor, query_mask: torch.Tensor
     lm.eval()  # some models drop the KV cache in train mode under checkpointing; dropout is 0 in both modes
     with own_generation_config(lm, config):
         out = lm.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config,
-                          output_scores=with_logprobs, return_dict_in_generate=True)
+                          output_scores=with_logprobs, return_dict_in_generate=True,
+                          synced_gpus=is_partitioned(lm))
     lm.train(was_training)
     response_ids = out.sequences[:, query_ids.shape[1]:]  # [B, T]
     if not with_logprobs:

@@ -1,5 +1,6 @@
 """Scale-out: two CPU processes (gloo) under `accelerate launch` give the same reward model as one process;
-the example accelerate configs; FSDP/DeepSpeed refused where accelerate would silently not shard; saving a
+the example accelerate configs; FSDP refused where accelerate would silently not shard (DeepSpeed on CPU
+processes: tests/test_deepspeed.py); saving a
 sharded model whole; DDP on two GPUs where there are two.
 
 The multi-process runs here hide every GPU (CUDA_VISIBLE_DEVICES=""): they test the arithmetic across

@@ -36,9 +36,9 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
     """One sampled response per prompt with its KL to the reference, Σ_t log π(y_t) − log π_ref(y_t) (k1).
 
     log π and log π_ref come from one computation: a no-grad forward (`rollout.policy_logprobs`) of the
-    policy and of the reference on the same batch under the same autocast, for every policy (the reference
-    itself included), so a policy that computes the reference's function (a copy of its folder, a fresh LoRA
-    adapter) reads KL 0. Not the engine's sampling log-probs: its incremental bf16 decode rounds otherwise
+    policy and of the reference on the same batch under the same autocast, for every policy, so a policy that
+    computes the reference's function (a copy of its folder, a fresh LoRA adapter) reads KL 0. (When `lm` is
+    the reference object itself the two passes are one computation, run once.) Not the engine's sampling log-probs: its incremental bf16 decode rounds otherwise
     than a full forward, an error in every policy's KL (SmolLM2-135M, bf16 autocast, 24 tokens: a copy of the
     reference read -0.31 to +0.08 nats per response, mean -0.12; tests/slow/test_eval_kl.py).
     `ref_lm` None: no KL (`kl` None) and no forward pass, for a caller whose KL is not sampled (best-of-n).
@@ -53,7 +53,7 @@ def sample_policy(lm, ref_lm, tokenizer, prompts: list[Prompt], gen_cfg, *, batc
             kl = [None] * len(roll.responses)
             if ref_lm is not None:
                 logprobs = policy_logprobs(lm, roll, gen_cfg.temperature)  # [B, T]
-                ref_logprobs = policy_logprobs(ref_lm, roll, gen_cfg.temperature)  # [B, T]
+                ref_logprobs = logprobs if ref_lm is lm else policy_logprobs(ref_lm, roll, gen_cfg.temperature)
                 kl = ((logprobs - ref_logprobs) * roll.mask).sum(1).tolist()  # [B]
         rows += [{"response": r, "kl": k, "response_len": int(n), "ended": bool(e)}
                  for r, k, n, e in zip(roll.responses, kl, roll.response_len.tolist(), roll.ended.tolist())]
@@ -83,7 +83,7 @@ def evaluate_policies(policies: dict[str, str], prompts: list[Prompt], *, refere
     rows: list[dict] = [{"prompt": prompt_text(p)} for p in prompts]
     for name, path in policies.items():
         log.info("evaluating %s (%s) on %d prompts", name, path, len(prompts))
-        # the reference's own row reuses the loaded model (no second copy); its KL still takes both forwards
+        # the reference's own row reuses the loaded model (no second copy): its one forward gives KL 0.0
         lm = ref_lm if path == reference else load_causal_lm(path).eval().to(device)
         repeated = [p for p in prompts for _ in range(k)]
         samples = sample_policy(lm, ref_lm, tokenizer, repeated, gen_cfg, batch_size=batch_size, seed=seed,

@@ -65,20 +65,45 @@ def make_accelerator(dtype: str = "fp32"):
     # one process may run several stages with different precisions (the demo): forget the previous
     # stage's settings but keep the process group (PartialState)
     AcceleratorState._reset_state(reset_partial_state=False)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     accelerator = Accelerator(
         mixed_precision="bf16" if dtype == "bf16" else "no",
-        cpu=not torch.cuda.is_available(),
+        # DeepSpeed turns on only when accelerate is not told `cpu`; on CPU processes it then runs over gloo
+        # with DeepSpeed's CPU accelerator (`deepspeed_*_cpu.yaml`)
+        cpu=not torch.cuda.is_available() and not deepspeed,
         step_scheduler_with_optimizer=False,  # the schedule steps once per optimiser step: accumulate_step
     )
+    if deepspeed:
+        use_real_ranks(accelerator)
     check_engine(accelerator)
     checkpoint.register_trainable_weights(accelerator)
     return accelerator
 
 
+def use_real_ranks(accelerator) -> None:
+    """accelerate 1.15 under DeepSpeed on CPU processes reports process_index 0 and num_processes 1 on every
+    rank while torch.distributed (and DeepSpeed) run a world of N: every rank would take the same prompts, act
+    as the main process, and gather or reduce over one process (measured with 2 ranks; its gather then fails).
+    Set accelerate's process numbers from torch.distributed, so that every cross-process reduction, the
+    data sharding and `is_main_process` follow what is really distributed."""
+    import torch.distributed as dist
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+
+    if not (dist.is_available() and dist.is_initialized()) or accelerator.num_processes == dist.get_world_size():
+        return
+    numbers = {"num_processes": dist.get_world_size(), "process_index": dist.get_rank(),
+               "local_process_index": int(os.environ.get("LOCAL_RANK", dist.get_rank()))}
+    for state in (PartialState, AcceleratorState):  # AcceleratorState copied PartialState's numbers
+        state._shared_state.update(numbers)
+    assert accelerator.num_processes == dist.get_world_size() and accelerator.process_index == dist.get_rank()
+
+
 def check_engine(accelerator) -> None:
-    """accelerate 1.15 turns FSDP on only for GPU-type processes and DeepSpeed only off the CPU; on CPU
-    processes it silently runs such a config as plain data parallelism (measured: `distributed_type: FSDP`
-    with 2 CPU processes gives MULTI_CPU): refuse rather than train without the sharding that was asked."""
+    """accelerate 1.15 turns FSDP on only for GPU-type processes; on CPU processes it silently runs such a
+    config as plain data parallelism (measured: `distributed_type: FSDP` with 2 CPU processes gives
+    MULTI_CPU): refuse rather than train without the sharding that was asked. (DeepSpeed on CPU processes
+    does shard, once accelerate is not told `cpu`: `make_accelerator`.)"""
     from accelerate.utils import DistributedType
 
     for engine, env, active in (("FSDP", "ACCELERATE_USE_FSDP", DistributedType.FSDP),
@@ -113,10 +138,23 @@ def whole_weights(accelerator):
     """Models loaded inside hold their whole weights on every process. Under DeepSpeed ZeRO-3 with
     `zero3_init_flag`, transformers would otherwise split them while loading (deepspeed.zero.Init), and a
     model used before `prepare` (DPO's reference pass) or never prepared (a frozen reward model) would hold
-    empty tensors. `prepare` shards the trained model afterwards."""
+    empty tensors. `prepare` shards the trained model afterwards. (accelerate's own switch does nothing when
+    its `zero3_init_flag` is already false, yet transformers still reads a ZeRO-3 config registered by
+    `prepare` and would split a model built after it, e.g. the gathered copy `whole_model` saves: the
+    registration is lifted here too, and restored after.)"""
     plugin = accelerator.state.deepspeed_plugin
-    with plugin.zero3_init_context_manager(enable=False) if plugin is not None else contextlib.nullcontext():
+    if plugin is None:
         yield
+        return
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        with plugin.zero3_init_context_manager(enable=False):
+            yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
 
 
 def whole_model(accelerator, model: torch.nn.Module, build) -> torch.nn.Module | None:
@@ -166,6 +204,35 @@ def check_accumulation(accelerator, grad_accum_steps: int) -> None:
     if grad_accum_steps > 1 and accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise ConfigError(f"config key 'optim.grad_accum_steps': {grad_accum_steps} is not supported under "
                           "DeepSpeed; set gradient_accumulation_steps in the DeepSpeed config instead")
+
+
+def log_sharding(accelerator, model: torch.nn.Module) -> None:
+    """One line saying what the engine really does with the prepared `model`: the engine, the processes and the
+    share of the parameters this process holds (ZeRO-3 leaves placeholders of 0 elements and keeps a shard
+    of each, `ds_numel` being the whole size), so a config that runs undistributed cannot pass unnoticed."""
+    params = list(model.parameters())
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
+    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+    plugin = accelerator.state.deepspeed_plugin
+    engine = f"DeepSpeed ZeRO-{plugin.zero_stage}" if plugin is not None else accelerator.distributed_type.value
+    log.info("%s over %d process(es): this process holds %d of %d parameter elements (%.0f%%)", engine,
+             accelerator.num_processes, local, total, 100 * local / max(total, 1))
+
+
+def declare_deepspeed_batch(accelerator, micro_batch_size: int) -> None:
+    """Tell DeepSpeed the per-process micro-batch when no dataloader is prepared (the online trainers, whose
+    batches are rollouts): accelerate's `prepare` refuses to start without it. DeepSpeed only books it
+    (train_batch_size = micro-batch × accumulation × processes); rlhfkit's loop forms the batches. A value
+    the DeepSpeed config sets itself is kept."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    config = plugin.deepspeed_config
+    if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    if config.get("train_batch_size", "auto") == "auto":
+        config["train_batch_size"] = (config["train_micro_batch_size_per_gpu"] * accelerator.num_processes
+                                      * config.get("gradient_accumulation_steps", 1))
 
 
 def check_clipping(accelerator, max_grad_norm: float) -> None:
@@ -357,6 +424,7 @@ def prepare_epoch_run(cfg, accelerator, model, train_items: list, eval_items: li
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
+    log_sharding(accelerator, model)
     ckpt = Path(cfg.output) / "checkpoint"
     run = EpochRun(accelerator, model, optimizer, scheduler, cfg.optim.max_grad_norm, train_loader,
                    eval_loader, checkpoint_dir=ckpt, grad_accum_steps=accum)

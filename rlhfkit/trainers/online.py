@@ -274,6 +274,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     accelerator = loop.make_accelerator(cfg.dtype)
     loop.check_accumulation(accelerator, cfg.optim.grad_accum_steps)
     loop.check_clipping(accelerator, cfg.optim.max_grad_norm)
+    loop.declare_deepspeed_batch(accelerator, cfg.minibatch_size // cfg.optim.grad_accum_steps)
     if prompts is None:
         if cfg.prompts is None:
             raise ConfigError("missing required config key 'prompts' (--prompts)")
@@ -291,6 +292,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
         cfg, reward_model, algo.with_value)
     optimizer, scheduler = loop.make_optimizer(actor_critic, cfg.optim, cfg.steps * algo.updates(cfg))
     model, optimizer, scheduler = accelerator.prepare(actor_critic, optimizer, scheduler)
+    loop.log_sharding(accelerator, model)
     loop.seed_sampling(cfg.seed, accelerator)  # built alike on every process; now one stream each
     kl_ctl = (losses.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl
               else losses.FixedKLController(cfg.kl_coef))
