@@ -202,7 +202,8 @@ def update_of(tiny_llama, tmp_path, ratio, loss_agg, accum=1, rows=slice(None)) 
 
     cfg = build(RLOOConfig, {"policy": tiny_llama, "prompts": "unused", "output": str(tmp_path), "dtype": "fp32",
                              "batch_size": 2, "group_size": 4, "max_new_tokens": max(LENGTHS), "ratio": ratio,
-                             "loss_agg": loss_agg, "grad_accum_steps": accum, "use_lora": False, "lr": 1e-2})
+                             "loss_agg": loss_agg, "grad_accum_steps": accum, "use_lora": False, "lr": 1e-2,
+                             "tis_cap": None})  # a hand-made batch: no sampler log-probs to weight by
     accelerator = loop.make_accelerator("fp32")
     tokenizer = load_tokenizer(tiny_llama, padding_side="left")
     model = online.build_actor_critic(cfg, tokenizer, with_value=False)
