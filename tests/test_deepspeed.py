@@ -85,9 +85,11 @@ def online_args(command, tmp_path, tiny_llama, *extra):
             "fp32", "--lr", "1e-2", "--engine", "hf", "--save-every", "1", *extra]
 
 
-@pytest.mark.parametrize("command, extra", [("ppo", ["--batch-size", "4"]),
-                                            ("grpo", ["--batch-size", "1", "--group-size", "4"]),
-                                            ("rloo", ["--batch-size", "1", "--group-size", "4"])])
+ONLINE = {"ppo": ["--batch-size", "4"], "grpo": ["--batch-size", "1", "--group-size", "4"],
+          "rloo": ["--batch-size", "1", "--group-size", "4"]}
+
+
+@pytest.mark.parametrize("command, extra", list(ONLINE.items()))
 def test_online_trainers_under_zero3_match_data_parallel(command, extra, tiny_llama, tmp_path):
     """The same 2 processes, the same per-process seeds and prompts: ZeRO-3 (weights split, gathered for each
     forward; generate stepping in sync) trains what DDP trains. `--engine hf` on both: ZeRO-3's split weights
@@ -99,6 +101,22 @@ def test_online_trainers_under_zero3_match_data_parallel(command, extra, tiny_ll
     assert_same_weights(tmp_path / "ddp" / "policy", tmp_path / "zero" / "policy", atol=1e-5)
     ddp, z3 = last_metrics(tmp_path / "ddp" / "metrics.jsonl"), last_metrics(tmp_path / "zero" / "metrics.jsonl")
     assert ddp["rollout/score_mean"] == z3["rollout/score_mean"]  # the same samples
+
+
+def test_full_ppo_under_zero3_keeps_the_frozen_reference_and_reward_model_whole(tiny_llama, tiny_bert, tmp_path):
+    """All weights trained (no LoRA, so the reference is a second, frozen copy), a reward *model* and a value
+    head: only the trained actor-critic is split; the reference and the RM stay whole on every process (they
+    are never prepared) and score what DDP's do, so the run equals DDP's."""
+    args = online_args("ppo", tmp_path, tiny_llama, "--batch-size", "4", "--no-lora", "--lr", "1e-3")
+    i = args.index("--reward-fn")
+    args[i:i + 2] = ["--reward-model", tiny_bert]
+    run(launch("-m", "rlhfkit", *args, "--output", str(tmp_path / "ddp")))
+    proc = run(zero(3, *args, "--output", str(tmp_path / "zero")))
+    assert "DeepSpeed ZeRO-3 over 2 process(es)" in proc.stderr and "(50%)" in proc.stderr
+    assert_same_weights(tmp_path / "ddp" / "policy", tmp_path / "zero" / "policy", atol=1e-5)
+    ddp, z3 = last_metrics(tmp_path / "ddp" / "metrics.jsonl"), last_metrics(tmp_path / "zero" / "metrics.jsonl")
+    assert ddp["rollout/score_mean"] == z3["rollout/score_mean"]
+    assert ddp["rollout/kl"] != 0 and abs(ddp["rollout/kl"] - z3["rollout/kl"]) < 1e-5  # the reference's log-probs
 
 
 def kill_after_checkpoint(cmd: list[str], out: Path, step_key: str, timeout_s: float = 240) -> dict:
@@ -128,14 +146,17 @@ def kill_after_checkpoint(cmd: list[str], out: Path, step_key: str, timeout_s: f
             proc.wait()
 
 
-@pytest.mark.parametrize("command", ["rm", "ppo"])
+@pytest.mark.parametrize("command", ["rm", "sft", "dpo", "ppo", "grpo", "rloo"])
 def test_zero3_killed_after_a_checkpoint_resumes_to_the_same_weights(command, tiny_llama, tiny_bert, tmp_path):
-    if command == "rm":
-        args = ["rm", *OFFLINE["rm"][0](tmp_path, {"bert": tiny_bert}), "--epochs", "4", "--batch-size", "8",
-                "--dtype", "fp32", "--eval-fraction", "0.25"]
-        step_key, saved, last = "epoch", "model", 4
+    """SIGKILL of the launcher and both workers once a checkpoint exists (offline: after an epoch; online:
+    after a step), then `--resume`: the same final weights as the uninterrupted ZeRO-3 run, bit for bit."""
+    if command in OFFLINE:
+        data, saved = OFFLINE[command]
+        args = [command, *data(tmp_path, {"llama": tiny_llama, "bert": tiny_bert}), "--epochs", "4",
+                "--batch-size", "8", "--dtype", "fp32", "--eval-fraction", "0.25"]
+        step_key, last = "epoch", 4
     else:
-        args = online_args("ppo", tmp_path, tiny_llama, "--batch-size", "4")
+        args = online_args(command, tmp_path, tiny_llama, *ONLINE[command])
         args[args.index("--steps") + 1] = "4"
         step_key, saved, last = "step", "policy", 4
     run(zero(3, *args, "--output", str(tmp_path / "full")))

@@ -139,9 +139,10 @@ def whole_weights(accelerator):
     `zero3_init_flag`, transformers would otherwise split them while loading (deepspeed.zero.Init), and a
     model used before `prepare` (DPO's reference pass) or never prepared (a frozen reward model) would hold
     empty tensors. `prepare` shards the trained model afterwards. (accelerate's own switch does nothing when
-    its `zero3_init_flag` is already false, yet transformers still reads a ZeRO-3 config registered by
-    `prepare` and would split a model built after it, e.g. the gathered copy `whole_model` saves: the
-    registration is lifted here too, and restored after.)"""
+    its `zero3_init_flag` is already false, yet transformers still reads the ZeRO-3 config accelerate
+    registers when its state starts (and again in `prepare`) and would split a model loaded under it: a
+    frozen reward model held empty tensors that way ("'weight' must be 2-D"), as would the gathered copy
+    `whole_model` saves. The registration is lifted here too, and restored after.)"""
     plugin = accelerator.state.deepspeed_plugin
     if plugin is None:
         yield

@@ -1,7 +1,10 @@
 """The loop every online trainer shares (PPO, GRPO, RLOO, REINFORCE++). Per step:
 
-    1. the step's prompts (a seeded shuffle per epoch), each repeated group_size times
-    2. rollout: sample y ~ softmax(logits / τ); s = r(x, y); log π_old, log π_ref (same τ), V_old if a critic
+    1. the step's prompts (a seeded shuffle per epoch), each repeated group_size times, with their rows' other
+       fields (columns, which reward functions get: `rlhfkit.rewards`)
+    2. rollout: sample y ~ softmax(logits / τ); s = r(x, y) (with DAPO's dynamic sampling, `keep_groups`: more
+       prompt batches until batch_size groups have a reward spread); log π_old, log π_ref (same τ), V_old if a
+       critic
     3. the algorithm's step on that batch (its optimiser steps), returning metrics
     4. monitors, metrics.jsonl / TensorBoard, samples, atomic checkpoint; at the end the policy folder
 
@@ -29,7 +32,7 @@ from accelerate import PartialState
 from rlhfkit import losses
 from rlhfkit.atomic import write_text
 from rlhfkit.config import OnlineConfig, save_config
-from rlhfkit.data.readers import load_prompts, prompt_text
+from rlhfkit.data.readers import load_prompt_rows, load_prompts, prompt_text
 from rlhfkit.device import resolve_dtypes
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.models.load import (
@@ -43,7 +46,7 @@ from rlhfkit.models.load import (
 from rlhfkit.models.policy import ActorCritic
 from rlhfkit.models.reward import RewardModel
 from rlhfkit.rewards import RewardFunctions, make_reward
-from rlhfkit.rollout import Rollout, collect_rollout
+from rlhfkit.rollout import Rollout, collect_rollout, dynamic_sampling, sample_and_score
 from rlhfkit.tracking import Tracker, progress
 from rlhfkit.trainers import checkpoint, loop
 
@@ -80,14 +83,16 @@ class OnlineState:
     kl_ctl: object = None
     score_moments: RunningMoments = field(default_factory=RunningMoments)
     skipped_steps: int = 0  # optimiser steps skipped for a non-finite loss or gradient
+    prompt_batches: int = 0  # prompt batches drawn so far: one per step, more with dynamic sampling
 
     def trainer_state(self) -> dict:
         """What trainer_state.json holds (plain numbers)."""
-        return {"step": self.step, "kl_ctl": self.kl_ctl.state_dict(),
-                "score_moments": vars(self.score_moments), "skipped_steps": self.skipped_steps}
+        return {"step": self.step, "kl_ctl": self.kl_ctl.state_dict(), "score_moments": vars(self.score_moments),
+                "skipped_steps": self.skipped_steps, "prompt_batches": self.prompt_batches}
 
     def load_trainer_state(self, state: dict) -> None:
         self.step, self.skipped_steps = state["step"], state["skipped_steps"]
+        self.prompt_batches = state.get("prompt_batches", self.step)  # a checkpoint from before it: one a step
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.score_moments = RunningMoments(**state["score_moments"])
 
@@ -104,6 +109,9 @@ class Algorithm:
     build_models: Callable | None = None  # default: `build_models` below
     # cfg -> whether the rollout computes log π_old in a no-grad pass (False: the step takes it from its update)
     old_logprobs: Callable = lambda cfg: True
+    # cfg -> None, or DAPO's dynamic sampling: fn(scored rollout) -> [P] bool, the groups to train on
+    # (`rollout.dynamic_sampling`, at most cfg.dynamic_sampling_rounds extra rounds)
+    keep_groups: Callable = lambda cfg: None
 
 
 def build_actor_critic(cfg: OnlineConfig, tokenizer, with_value: bool = True) -> ActorCritic:
@@ -163,6 +171,13 @@ def prompt_batch(prompts: list, step: int, batch_size: int, seed: int, rank: int
     random.Random(seed + step // per_epoch).shuffle(order)
     start = ((step % per_epoch) * world + rank) * batch_size
     return [prompts[order[(start + i) % len(prompts)]] for i in range(batch_size)]
+
+
+def any_process(accelerator, flag: bool) -> bool:
+    """Whether `flag` holds on any process (gathered when there are several)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.gather(torch.tensor([float(flag)], device=accelerator.device)).max() > 0)
 
 
 def whiten_over_processes(x: torch.Tensor, mask: torch.Tensor, accelerator=None,
@@ -276,11 +291,16 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     loop.check_accumulation(accelerator, cfg.optim.grad_accum_steps)
     loop.check_clipping(accelerator, cfg.optim.max_grad_norm)
     loop.declare_deepspeed_batch(accelerator, cfg.minibatch_size // cfg.optim.grad_accum_steps)
+    columns = None  # the prompt rows' other fields: read when reward functions score (they get them)
     if prompts is None:
         if cfg.prompts is None:
             raise ConfigError("missing required config key 'prompts' (--prompts)")
-        prompts, report = load_prompts(cfg.prompts, cfg.prompt_field)
+        if cfg.reward_fn or isinstance(reward_model, RewardFunctions):
+            prompts, columns, report = load_prompt_rows(cfg.prompts, cfg.prompt_field)
+        else:
+            prompts, report = load_prompts(cfg.prompts, cfg.prompt_field)
         log.info(report.summary())
+    records = list(zip(prompts, columns or [{}] * len(prompts)))  # (prompt, its columns)
     if len(prompts) < cfg.batch_size:
         raise DataError(cfg.prompts or "prompts", None, None,
                         f"{len(prompts)} prompts, fewer than --batch-size {cfg.batch_size}")
@@ -289,8 +309,9 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
                           "--reward-fn, or both")
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
-    actor_critic, ref_lm, tokenizer, reward_model = (algo.build_models or build_models)(
-        cfg, reward_model, algo.with_value)
+    with loop.whole_weights(accelerator):  # whole on every process: `prepare` splits only the trained model
+        actor_critic, ref_lm, tokenizer, reward_model = (algo.build_models or build_models)(
+            cfg, reward_model, algo.with_value)
     optimizer, scheduler = loop.make_optimizer(actor_critic, cfg.optim, cfg.steps * algo.updates(cfg))
     model, optimizer, scheduler = accelerator.prepare(actor_critic, optimizer, scheduler)
     loop.log_sharding(accelerator, model)
@@ -308,25 +329,42 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     learner = loop.Learner(accelerator, model, optimizer, scheduler, cfg.optim.max_grad_norm)
     train = algo.make_train_fn(cfg, learner, state)
     unwrapped = accelerator.unwrap_model(model)
+
+    def draw() -> tuple[list, list[dict]]:
+        """The next prompt batch of this process, each prompt's k copies together: (prompts, columns)."""
+        batch = prompt_batch(records, state.prompt_batches, cfg.batch_size, cfg.seed, accelerator.process_index,
+                             accelerator.num_processes)
+        state.prompt_batches += 1
+        batch = [record for record in batch for _ in range(cfg.group_size)]  # a prompt's k completions together
+        return [p for p, _ in batch], [c for _, c in batch]
+
+    refill = None  # DAPO's dynamic sampling: more prompt batches until batch_size groups have a reward spread
+    if (keep := algo.keep_groups(cfg)) is not None:
+        def sample(batch: list, batch_columns: list[dict]) -> Rollout:  # an extra round, sampled and scored
+            return sample_and_score(unwrapped.lm, tokenizer, reward_model, batch, cfg.generation,
+                                    columns=batch_columns, use_chat_template=cfg.use_chat_template,
+                                    autocast=accelerator.autocast)
+
+        refill = dynamic_sampling(keep, draw, sample, n_groups=cfg.batch_size, group_size=cfg.group_size,
+                                  max_rounds=cfg.dynamic_sampling_rounds, pad_token_id=tokenizer.pad_token_id,
+                                  any_short=lambda short: any_process(accelerator, short))
     bar = progress(total=cfg.steps, desc=algo.name, disable=not accelerator.is_main_process)
     bar.update(state.step)
     metrics: dict[str, float] = {}
     while state.step < cfg.steps:
         t0 = time.perf_counter()
-        batch = prompt_batch(prompts, state.step, cfg.batch_size, cfg.seed, accelerator.process_index,
-                             accelerator.num_processes)
-        batch = [p for p in batch for _ in range(cfg.group_size)]  # each prompt's k completions together
+        batch, batch_columns = draw()
         roll = collect_rollout(unwrapped, ref_lm, tokenizer, reward_model, batch, cfg.generation,
-                               use_chat_template=cfg.use_chat_template, autocast=accelerator.autocast,
-                               old_logprobs=algo.old_logprobs(cfg))
+                               columns=batch_columns, use_chat_template=cfg.use_chat_template,
+                               autocast=accelerator.autocast, old_logprobs=algo.old_logprobs(cfg), refill=refill)
         t1 = time.perf_counter()
         metrics = algo.step(cfg, state, roll, train, accelerator)
         for name, fn in (monitors or {}).items():
             values = fn([prompt_text(p) for p in roll.prompts], roll.responses)
             metrics[f"rollout/{name}_mean"] = sum(values) / len(values)
-        if isinstance(reward_model, RewardFunctions):  # each summed term, unweighted (weight 0 included)
-            for name, values in reward_model.last_components.items():
-                metrics[f"rollout/reward/{name}"] = sum(values) / len(values)
+        for name, values in (roll.reward_terms or {}).items():  # each summed term, unweighted (weight 0 included)
+            metrics[f"rollout/reward/{name}"] = values.mean().item()
+        metrics.update(roll.sampling)
         metrics = loop.mean_metrics(accelerator, [metrics])  # means over processes
         metrics["skipped_steps"] = state.skipped_steps
         n_tokens = roll.mask.sum().item()
@@ -354,10 +392,14 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
 
 
 def write_samples(out: Path, step: int, roll: Rollout, n: int = 4) -> None:
+    """A few rows of the batch: prompt, response, score, and the prompt row's columns when it has any."""
     with open(out / "samples.jsonl", "a") as f:
         for i in range(min(n, len(roll.prompts))):
-            f.write(json.dumps({"step": step, "prompt": prompt_text(roll.prompts[i]),
-                                "response": roll.responses[i], "score": roll.scores[i].item()}) + "\n")
+            row = {"step": step, "prompt": prompt_text(roll.prompts[i]), "response": roll.responses[i],
+                   "score": roll.scores[i].item()}
+            if roll.columns and roll.columns[i]:
+                row["columns"] = roll.columns[i]
+            f.write(json.dumps(row) + "\n")
 
 
 def drop_samples_after(out: Path, step: int) -> None:
