@@ -8,58 +8,19 @@ import logging
 import sys
 import warnings
 
+from rlhfkit import api
 from rlhfkit import config as C
 from rlhfkit.errors import ConfigError, RlhfkitError
 
-# the training curves each command draws from its metrics.jsonl after training (trainers only write metrics):
-# (x, {metric key: legend label}, file, title, y label)
-CURVES = {
-    "sft": [("step", {"sft/loss": "train", "eval_loss": "held-out"}, "loss.png", "SFT loss (NLL per token)",
-             "loss")],
-    "rm": [("epoch", {"train/loss": "train", "eval_loss": "held-out"}, "loss.png", "Bradley–Terry loss",
-            "loss"),
-           ("epoch", {"eval_accuracy": "held-out"}, "accuracy.png", "Held-out accuracy P(r_c > r_r)",
-            "accuracy")],
-    "dpo": [("step", {"dpo/loss": "train", "eval_loss": "held-out"}, "loss.png",
-             "Preference loss (DPO family)", "loss"),
-            ("step", {"dpo/reward_accuracy": "train", "eval_reward_accuracy": "held-out"},
-             "reward_accuracy.png", "Reward accuracy P(r̂_c > r̂_r)", "accuracy"),
-            ("step", {"dpo/chosen_reward": "chosen (train)", "dpo/rejected_reward": "rejected (train)",
-                      "eval_reward_margin": "margin (held-out)"}, "rewards.png",
-             "Implicit rewards r̂ = β (log π − log π_ref)", "reward")],
-}
-
-
-def draw_curves(command: str, output: str) -> None:
-    """CURVES[command] as PNGs in `output` (main process only)."""
-    from pathlib import Path
-
-    from accelerate import PartialState
-
-    from rlhfkit.report.plots import plot_series
-    from rlhfkit.tracking import read_metrics
-
-    if not PartialState().is_main_process:
-        return
-    rows = read_metrics(Path(output) / "metrics.jsonl")
-    for x, ys, name, title, ylabel in CURVES[command]:
-        plot_series(rows, x, ys, Path(output) / name, title, ylabel)
-
 
 def run_sft(cfg: C.SFTConfig) -> None:
-    from rlhfkit.trainers.sft import train_sft
-
-    final = train_sft(cfg)
-    draw_curves("sft", cfg.output)
+    final = api.train_sft(cfg)  # the Python API's run: training, then the plots from metrics.jsonl
     print(f"policy saved to {cfg.output}/policy: held-out loss {final.get('eval_loss', float('nan')):.4f}, "
           f"perplexity {final.get('eval_perplexity', float('nan')):.2f}")
 
 
 def run_rm(cfg: C.RMConfig) -> None:
-    from rlhfkit.trainers.rm import train_reward_model
-
-    final = train_reward_model(cfg)
-    draw_curves("rm", cfg.output)
+    final = api.train_reward_model(cfg)
     accuracy = final.get("eval_accuracy", float("nan"))
     print(f"reward model saved to {cfg.output}/model: held-out accuracy {accuracy:.3f}")
 
@@ -95,21 +56,15 @@ def run_score(cfg: C.ScoreConfig) -> None:
 
 def run_online(cfg: C.OnlineConfig) -> None:
     """`rlhfkit ppo|grpo|rloo|reinforce-pp`: one trainer each, the same loop (trainers/online.py)."""
-    if isinstance(cfg, C.PPOConfig):
-        from rlhfkit.trainers.ppo import train_ppo as train
-    else:
-        from rlhfkit.trainers.critic_free import train_critic_free as train
-
+    train = {C.PPOConfig: api.train_ppo, C.GRPOConfig: api.train_grpo, C.RLOOConfig: api.train_rloo,
+             C.ReinforcePPConfig: api.train_reinforce_pp}[type(cfg)]
     final = train(cfg)
     print(f"policy saved to {cfg.output}/policy: last step score {final.get('rollout/score_mean', float('nan')):.3f}, "
           f"KL {final.get('rollout/kl', float('nan')):.3f}")
 
 
 def run_dpo(cfg: C.DPOConfig) -> None:
-    from rlhfkit.trainers.dpo import train_dpo
-
-    final = train_dpo(cfg)
-    draw_curves("dpo", cfg.output)
+    final = api.train_dpo(cfg)
     accuracy = final.get("eval_reward_accuracy", float("nan"))
     margin = final.get("eval_reward_margin", float("nan"))
     print(f"policy saved to {cfg.output}/policy: held-out reward accuracy {accuracy:.3f}, "
@@ -144,9 +99,7 @@ def run_demo(cfg: C.DemoConfig) -> None:
 
 
 def run_eval(cfg: C.EvalConfig) -> None:
-    from rlhfkit.eval.cli import run_eval as evaluate
-
-    summary = evaluate(cfg)
+    summary = api.evaluate(cfg)
     print_methods_table(summary, f"rlhfkit eval (n={summary['n_eval_prompts']})")
     print(f"report: {cfg.output}/report.html")
 
@@ -185,33 +138,42 @@ def run_env(cfg: C.EnvConfig) -> None:
     print(json.dumps(report, indent=2) if cfg.json else format_report(report))
 
 
+# in the order a newcomer meets them (`rlhfkit --help` lists them so, one line each): check the machine, watch
+# the whole loop, then each stage of it, the RL methods, the offline one, and the ways to compare the results
 COMMANDS = {
-    "sft": (C.SFTConfig, run_sft, "supervised fine-tuning on demonstrations (loss on the responses)"),
-    "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model"),
-    "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),
-    "ppo": (C.PPOConfig, run_online, "PPO against a reward model with a KL penalty to the reference"),
-    "grpo": (C.GRPOConfig, run_online, "GRPO: k completions per prompt, group-normalised advantages, no critic"),
-    "rloo": (C.RLOOConfig, run_online, "RLOO: k completions per prompt, leave-one-out baseline, no critic"),
-    "reinforce-pp": (C.ReinforcePPConfig, run_online,
-                     "REINFORCE++: KL in the per-token reward, returns whitened over the batch, no critic"),
-    "dpo": (C.DPOConfig, run_dpo, "DPO / IPO / hinge / SimPO on preference pairs (no reward model)"),
-    "eval": (C.EvalConfig, run_eval, "compare policies on held-out prompts (gold/RM reward, KL, length, report)"),
-    "bon": (C.BonConfig, run_bon, "best-of-n by the reward model vs the SFT policy, and its reward-KL curve"),
+    "env": (C.EnvConfig, run_env, "versions, devices, precision picked here (for bug reports)"),
     "demo": (C.DemoConfig, run_demo, "the whole RLHF loop on the embedded models, with a report"),
-    "frontier": (C.FrontierConfig, run_frontier, "the reward–KL frontier on a demo's prefs and RM: a β sweep "
-                 "per method plus best-of-n (the full sweep: an hour or more on 2 CPU cores)"),
-    "env": (C.EnvConfig, run_env, "versions, devices, CPU flags and the precision rlhfkit picks here (for bug "
-            "reports)"),
+    "sft": (C.SFTConfig, run_sft, "supervised fine-tuning on demonstrations"),
+    "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model on preference pairs"),
+    "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),
+    "ppo": (C.PPOConfig, run_online, "PPO against a reward model, KL penalty to the reference"),
+    "grpo": (C.GRPOConfig, run_online, "GRPO: k samples per prompt, group-normalised advantages"),
+    "rloo": (C.RLOOConfig, run_online, "RLOO: k samples per prompt, leave-one-out baseline"),
+    "reinforce-pp": (C.ReinforcePPConfig, run_online, "REINFORCE++: KL in the per-token reward, whitened returns"),
+    "dpo": (C.DPOConfig, run_dpo, "DPO / IPO / hinge / SimPO on preference pairs (no RM)"),
+    "eval": (C.EvalConfig, run_eval, "compare policies on held-out prompts (reward, KL, report)"),
+    "bon": (C.BonConfig, run_bon, "best-of-n by the reward model, and its reward–KL curve"),
+    "frontier": (C.FrontierConfig, run_frontier, "the reward–KL frontier of a demo: a β sweep per method"),
 }
+
+INTRO = """\
+RLHF on a CPU laptop: SFT, reward models, PPO, GRPO, RLOO, REINFORCE++ and DPO.
+New here? `rlhfkit env`, then `rlhfkit demo --quick` (a few minutes).
+`rlhfkit COMMAND --help` lists a command's options."""
 
 
 def make_parser() -> argparse.ArgumentParser:
     from rlhfkit import __version__
 
-    parser = argparse.ArgumentParser(prog="rlhfkit", description=__doc__.split(":")[0])
+    # the command list is written here, one line each in COMMANDS' order (argparse's own list wraps long names)
+    commands = "\n".join(f"  {name:<14}{help_text}" for name, (_, _, help_text) in COMMANDS.items())
+    parser = argparse.ArgumentParser(prog="rlhfkit", usage="%(prog)s [-h] [--version] [-q] COMMAND ...",
+                                     description=f"{INTRO}\n\ncommands:\n{commands}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"rlhfkit {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS,
+                                prog="rlhfkit")  # sub-command usage: `rlhfkit sft ...`
     for name, (cls, _, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=(cls.__doc__ or help_text).strip())
         C.add_arguments(p, cls)

@@ -199,9 +199,11 @@ class OnlineConfig:
 
     policy: str = _f("smollm2-135m-instruct", "policy to train (alias or HF folder); also the frozen reference")
     reward_model: str | None = _f(None, "rlhfkit RM folder or any HF sequence-classification folder")
-    reward_fn: list[str] = _f([], "Python reward `module:function` or `file.py:function` (called with prompts and "
-                                  "completions, returns floats), optional `=WEIGHT`; repeat to sum several; "
-                                  "summed with --reward-model when both are given")
+    reward_fn: list[str] = _f(
+        [], "Python reward `module:function` or `file.py:function`, called as fn(prompts, completions, "
+        "**columns): the prompt file's other fields (e.g. answer) as lists aligned with the completions, "
+        "those its parameters name (all with **kwargs); returns floats. Optional `=WEIGHT`; repeat to sum "
+        "several; summed with --reward-model when both are given")
     prompts: str | None = _f(None, "prompt file (JSONL/CSV/Parquet/HF folder) with a `prompt` field", required=True)
     output: str | None = _f(None, "output folder", required=True)
     prompt_field: str = _f("prompt", "column holding the prompt (text or chat messages)")
@@ -217,8 +219,9 @@ class OnlineConfig:
     # spread, no worse, at no cost, and it corrects a gap that is really there. In fp32 the weights are 1.
     tis_cap: float | None = _f(
         2.0, "truncated importance sampling: weight each token's policy-gradient term by min(π_old/μ, C), μ the "
-        "sampler's probability (a sequence's product for --ratio sequence), C = this cap; none = off (the "
-        "sampler's gap to the trainer is logged as rollout/sampler_kl either way)", gt=0)
+        "sampler's probability (a sequence's product for --ratio sequence, its geometric mean for gspo), C = "
+        "this cap; none = off (the sampler's gap to the trainer is logged as rollout/sampler_kl either way)",
+        gt=0)
     missing_eos_penalty: float = _f(
         0.0, "subtracted from the score of responses that hit max_new_tokens without EOS (0 = off: SmolLM2 "
         "rarely ends within 48 tokens, so a penalty would swamp the RM signal; the EOS rate is logged)")
@@ -281,6 +284,11 @@ class PPOConfig(OnlineConfig):
 
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_baseline", "reinforce_pp"]
+Ratio = Literal["token", "sequence", "gspo"]
+RATIO_HELP = ("importance ratio: per token (GRPO, PPO-style clip); per sequence, the product "
+              "exp(Σ_t Δlog π) (sequence: TRL's RLOO); or per sequence, length-normalised exp(mean_t Δlog π) "
+              "(gspo: GSPO, Zheng et al. 2025, TRL GRPO's importance_sampling_level='sequence'; clip it at "
+              "about 3e-4 / 4e-4)")
 
 
 @dataclass
@@ -303,14 +311,37 @@ class CriticFreeConfig(OnlineConfig):
     kl_estimator: Literal["k3_ratio", "k2", "k1"] = _f(
         "k3_ratio", "KL estimator: as a loss k3·ρ (unbiased reverse-KL gradient) or k2; in the reward k1 "
         "(ALGORITHMS.md §3: k1 is never a loss)")
-    ratio: Literal["token", "sequence"] = _f(
-        "token", "importance ratio per token (GRPO, PPO-style clip) or per sequence exp(Σ_t Δlog π) (TRL's RLOO)")
+    ratio: Ratio = _f("token", RATIO_HELP)
+    policy_loss: Literal["clip", "cispo"] = _f(
+        "clip", "per-token policy loss: clip = the clipped surrogate −min(ρA, clip(ρ)A) (PPO, GRPO, DAPO); "
+        "cispo = REINFORCE weighted by the clipped ratio, −sg(clip(ρ, 1−ε, 1+ε_high))·A·log π (CISPO, "
+        "MiniMax-M1 2025): a clipped token keeps its gradient (MiniMax-M1 tuned only ε_high); "
+        "--ratio token only")
+    # GSPO's objective is a mean over sequences (each s_i already averages its tokens): weighting sequences by
+    # their token counts would undo its length normalisation, so loss_agg applies to the per-token ratio only
     loss_agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = _f(
-        "token_mean", "loss aggregation: token mean (DAPO), mean over sequences of token means (GRPO paper, "
-        "length-biased), token sum / (sequences · max_new_tokens) (Dr. GRPO)")
-    clip_range: float = _f(0.2, "ratio clip ε (ε_low)", gt=0)
+        "token_mean", "loss aggregation of the per-token ratio: token mean (DAPO), mean over sequences of "
+        "token means (GRPO paper, length-biased), token sum / (sequences · max_new_tokens) (Dr. GRPO); "
+        "--ratio sequence and gspo always average over sequences")
+    clip_range: float = _f(0.2, "ratio clip ε (ε_low); GSPO's paper uses 3e-4", gt=0)
     clip_range_high: float | None = _f(
-        None, "upper clip ε_high (DAPO suggests 0.28); default ε; per-token ratio only", gt=0)
+        None, "upper clip ε_high (DAPO suggests 0.28, GSPO's paper 4e-4); default ε; per-token ratio or gspo",
+        gt=0)
+    # DAPO (Yu et al. 2025 §3.4) used a 4096-token buffer before a 20480-token budget
+    overlong_buffer: int = _f(
+        0, "DAPO's overlong shaping: over the last N tokens before max_new_tokens the reward falls linearly "
+        "from 0 to −overlong_penalty (at max_new_tokens); logged unweighted as rollout/reward/overlong; "
+        "0 = off",
+        ge=0)
+    overlong_penalty: float = _f(1.0, "factor of the overlong shaping term (DAPO: 1)", gt=0)
+    dynamic_sampling: bool = _f(
+        False, "DAPO's dynamic sampling: drop the groups whose k rewards are all equal (zero advantage) and "
+        "sample more prompt batches until batch_size groups have a spread; still short after "
+        "--dynamic-sampling-rounds, the batch is completed with dropped groups (rollout/groups_short). Logs "
+        "rollout/groups_sampled")
+    dynamic_sampling_rounds: int = _f(
+        4, "extra prompt batches dynamic sampling may sample per step (each costs one batch's generation)",
+        ge=1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -336,6 +367,30 @@ class CriticFreeConfig(OnlineConfig):
         if self.ratio == "sequence" and self.clip_range_high is not None:
             raise ConfigError(f"config key 'clip_range_high': {self.clip_range_high} is a per-token clip; the "
                               "sequence ratio clips symmetrically at clip_range; drop it or use --ratio token")
+        self._check_verifiable_options()
+
+    def _check_verifiable_options(self):
+        """GSPO, CISPO and DAPO's shaping and sampling: refuse what the math does not define."""
+        if self.ratio == "gspo" and self.advantage == "reinforce_pp":
+            raise ConfigError("config key 'ratio': gspo weighs one advantage per sequence; reinforce_pp's "
+                              "are per token; use --ratio token")
+        if self.policy_loss == "cispo" and self.ratio != "token":
+            raise ConfigError(f"config key 'policy_loss': cispo clips each token's importance weight; "
+                              f"--ratio {self.ratio} has no per-token weight; use --ratio token")
+        if self.overlong_buffer > self.generation.max_new_tokens:
+            raise ConfigError(f"config key 'overlong_buffer': {self.overlong_buffer} is over max_new_tokens "
+                              f"{self.generation.max_new_tokens}; the buffer is the last tokens of that "
+                              "budget")
+        if self.overlong_penalty != 1.0 and not self.overlong_buffer:
+            raise ConfigError(f"config key 'overlong_penalty': {self.overlong_penalty} has no effect without "
+                              "--overlong-buffer; set both, or neither")
+        if self.dynamic_sampling and self.advantage == "reinforce_pp":
+            raise ConfigError("config key 'dynamic_sampling': it drops groups whose group-baseline "
+                              "advantages are 0; reinforce_pp's batch-whitened returns are not 0 there; "
+                              "use a group advantage")
+        if self.dynamic_sampling_rounds != 4 and not self.dynamic_sampling:
+            raise ConfigError(f"config key 'dynamic_sampling_rounds': {self.dynamic_sampling_rounds} has no "
+                              "effect without --dynamic-sampling; set both, or neither")
 
 
 @dataclass
@@ -359,7 +414,7 @@ class RLOOConfig(_KLInRewardConfig):
     """`rlhfkit rloo`: RLOO (leave-one-out baseline, k1 KL in the reward, sequence-level ratio)."""
 
     advantage: Advantage = _f("rloo", "advantage estimator (see `rlhfkit grpo --help`)")
-    ratio: Literal["token", "sequence"] = _f("sequence", "importance ratio per sequence (TRL's RLOO) or token")
+    ratio: Ratio = _f("sequence", RATIO_HELP)
 
 
 @dataclass

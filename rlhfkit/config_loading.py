@@ -259,6 +259,18 @@ def from_args(cls: type, args: argparse.Namespace) -> Any:
     return build(cls, values)
 
 
+def overrides_from(cfg: Any | None, keys: typing.Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted-key overrides for `build` as Python code gives them (the `rlhfkit.api` functions): every key of
+    `cfg` (a config object, or None), then `keys`, which win: dotted, short or alias names, a group as a
+    mapping or a dataclass instance (`optim={"lr": 1e-4}` is `optim.lr`), paths as `os.PathLike`."""
+    out = _flatten(to_dict(cfg)) if cfg is not None else {}
+    for key, value in keys.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        out.update(_flatten({key: value}))  # an empty mapping stays a value: `build` says it is a group
+    return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in out.items()}
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 

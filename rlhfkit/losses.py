@@ -1,4 +1,5 @@
-"""Pure tensor math for RLHF: masked statistics, KL estimators, GAE, PPO, RM, DPO and critic-free losses."""
+"""Pure tensor math for RLHF: masked statistics, KL estimators, GAE, PPO, RM, DPO and critic-free losses
+(GRPO, DAPO, GSPO, CISPO)."""
 
 import math
 
@@ -150,22 +151,27 @@ def tis_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, ca
     """Truncated importance sampling (TIS; Yao et al. 2025, "Your efficient RL framework secretly brings you
     off-policy RL training"): samples come from the sampler μ, the policy gradient is meant for π_old.
 
-    token:     w_t = min(π_old(y_t) / μ(y_t), C) = min(exp(log π_old − log μ), C)        [B, T]
-    sequence:  w_i = min(Π_t π_old(y_t) / μ(y_t), C) = min(exp(Σ_t (log π_old − log μ) m_t), C)   [B]
+    token:          w_t = min(π_old(y_t) / μ(y_t), C) = min(exp(log π_old − log μ), C)        [B, T]
+    sequence:       w_i = min(Π_t π_old(y_t) / μ(y_t), C) = min(exp(Σ_t (log π_old − log μ) m_t), C)   [B]
+    sequence_mean:  w_i = min(exp((1/|y_i|) Σ_t (log π_old − log μ) m_t), C), the geometric mean of the
+                    token ratios (the level of GSPO's ratio, `gspo_policy_loss`)                 [B]
     Detached: a constant factor on each token's (sequence's) policy-gradient term, so E_μ[w ∇ℓ] → E_π_old[∇ℓ]
     as C → ∞; the cap bounds the variance (C ≈ 2 in TRL and verl). The KL term is not weighted.
 
     Args:
-        old_logprobs, sampler_logprobs, mask: [B, T]. cap: C > 0. level: "token" or "sequence".
+        old_logprobs, sampler_logprobs, mask: [B, T]. cap: C > 0. level: "token", "sequence" or
+            "sequence_mean".
     Returns:
-        [B, T] (token; 0 on padding) or [B] (sequence) weights, detached.
+        [B, T] (token; 0 on padding) or [B] (sequence, sequence_mean) weights, detached.
     """
     log_ratio = (old_logprobs - sampler_logprobs).detach() * mask  # [B, T]
     if level == "token":
         return log_ratio.exp().clamp(max=cap) * mask  # [B, T]
     if level == "sequence":
         return log_ratio.sum(dim=1).exp().clamp(max=cap)  # [B]
-    raise ValueError(f"unknown TIS level={level!r}; choose token or sequence")
+    if level == "sequence_mean":
+        return (log_ratio.sum(dim=1) / mask.sum(dim=1)).exp().clamp(max=cap)  # [B]
+    raise ValueError(f"unknown TIS level={level!r}; choose token, sequence or sequence_mean")
 
 
 def kl_shaped_rewards(
@@ -477,18 +483,52 @@ def group_advantages(
     return centred  # [P, k]
 
 
-def zero_spread_fraction(rewards: Tensor, tol: float = 0.0) -> float:
-    """Share of prompts whose k rewards are all equal: their advantages are 0, so they teach nothing.
+def zero_spread_groups(rewards: Tensor, tol: float = 0.0) -> Tensor:
+    """Which prompts have k rewards that are all equal: [max_i r_{p,i} − min_i r_{p,i} ≤ tol]. Their group
+    advantages are 0, so they teach nothing; DAPO's dynamic sampling (Yu et al. 2025 §3.2) drops them.
 
-    fraction = (1/P) Σ_p [max_i r_{p,i} − min_i r_{p,i} ≤ tol]  (DAPO's dynamic sampling drops these groups).
+    Args:
+        rewards: [P, k] sequence rewards. tol: spreads up to tol count as zero (0.0: exactly equal).
+    Returns:
+        [P] bool.
+    """
+    spread = rewards.max(dim=1).values - rewards.min(dim=1).values  # [P]
+    return spread <= tol  # [P]
+
+
+def zero_spread_fraction(rewards: Tensor, tol: float = 0.0) -> float:
+    """Share of prompts whose k rewards are all equal (`zero_spread_groups`):
+    fraction = (1/P) Σ_p [max_i r_{p,i} − min_i r_{p,i} ≤ tol].
 
     Args:
         rewards: [P, k] sequence rewards. tol: spreads up to tol count as zero (0.0: exactly equal).
     Returns:
         float in [0, 1].
     """
-    spread = rewards.max(dim=1).values - rewards.min(dim=1).values  # [P]
-    return (spread <= tol).float().mean().item()
+    return zero_spread_groups(rewards, tol).float().mean().item()
+
+
+def overlong_penalty(lengths: Tensor, max_len: int, buffer: int) -> Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025 §3.4, eq. 13), a length term of the sequence reward:
+
+    R_len(|y|) = 0                                  if |y| ≤ L_max − L_cache
+               = ((L_max − L_cache) − |y|) / L_cache    if L_max − L_cache < |y| ≤ L_max
+               = −1                                 if |y| > L_max
+    It falls linearly from 0 to −1 over the last L_cache tokens of the budget, so a response that would be
+    cut off is penalised softly rather than dropped or scored as if complete.
+
+    Args:
+        lengths: [B] response lengths |y| in tokens (EOS included). max_len: L_max (max_new_tokens).
+        buffer: L_cache, 1 ≤ L_cache ≤ L_max.
+    Returns:
+        [B] penalties in [−1, 0] (multiply by a factor and add to the score).
+    """
+    if not 1 <= buffer <= max_len:
+        raise ValueError(f"overlong buffer L_cache={buffer} must be in [1, L_max={max_len}]")
+    start = max_len - buffer  # L_max − L_cache
+    inside = (start - lengths) / buffer  # [B], in [−1, 0) on the buffer
+    penalty = torch.where(lengths <= max_len, inside, -1.0)  # [B]
+    return torch.where(lengths <= start, torch.zeros_like(inside), penalty)  # [B]
 
 
 def per_token_policy_loss(
@@ -522,6 +562,60 @@ def per_token_policy_loss(
     clipped = -advantages * ratio.clamp(1 - eps_low, 1 + eps_high)  # [B, T]
     loss_tok = torch.maximum(unclipped, clipped)  # [B, T]
     return loss_tok if tis_weights is None else tis_weights * loss_tok, (clipped > unclipped).detach()
+
+
+def cispo_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+    tis_weights: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """CISPO (MiniMax-M1, 2025, arXiv 2506.13585 §3.1): clip the importance weight, not the objective.
+
+    ℓ_t = −w_t · sg(clip(ρ_t, 1 − ε_low, 1 + ε_high)) · A · logπ_t,  ρ_t = exp(logπ_t − logπ_old_t),
+    sg = stop-gradient, w_t = 1 or the truncated importance weights `tis_weights`. ∇ℓ_t = −w_t ĉ_t A ∇logπ_t:
+    REINFORCE weighted by the clipped ratio ĉ_t, so a token whose ratio left the range still gets its
+    gradient (the clipped surrogate gives it none), only with a bounded weight. At ρ = 1 the gradient is the
+    clipped surrogate's. The value is not a surrogate near 0: it holds logπ itself. MiniMax-M1 tunes only
+    ε_high (no lower clip: ε_low ≥ 1); aggregate with `aggregate_loss` (the paper: token_mean).
+
+    Args:
+        logprobs: [B, T] under the current policy. old_logprobs: [B, T] from the rollout.
+        advantages: [B] (one per sequence, broadcast over its tokens) or [B, T].
+        eps_low: ε_low. eps_high: ε_high; None means ε_high = ε_low.
+        tis_weights: [B, T] detached, or None (w = 1).
+    Returns:
+        (loss_tok [B, T], clipped [B, T] bool, True where the weight was clipped). Padding is not masked here.
+    """
+    eps_high = eps_low if eps_high is None else eps_high
+    if advantages.dim() == 1:
+        advantages = advantages[:, None]  # [B, 1]
+    ratio = torch.exp(logprobs - old_logprobs).detach()  # [B, T]
+    weight = ratio.clamp(1 - eps_low, 1 + eps_high)  # [B, T] sg(clip(ρ))
+    loss_tok = -weight * advantages * logprobs  # [B, T]
+    return loss_tok if tis_weights is None else tis_weights * loss_tok, weight != ratio
+
+
+_TOKEN_POLICY_LOSSES = {"clip": per_token_policy_loss, "cispo": cispo_policy_loss}
+
+
+def token_policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float | None = None,
+    tis_weights: Tensor | None = None,
+    kind: str = "clip",
+) -> tuple[Tensor, Tensor]:
+    """The per-token policy loss `kind`: "clip" (PPO/GRPO/DAPO clipped surrogate, `per_token_policy_loss`)
+    or "cispo" (clipped importance weight on REINFORCE, `cispo_policy_loss`). Same arguments and returns
+    (loss_tok [B, T], clipped [B, T] bool); combine with a KL term, then `aggregate_loss`."""
+    if kind not in _TOKEN_POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss kind={kind!r}; choose one of {sorted(_TOKEN_POLICY_LOSSES)}")
+    return _TOKEN_POLICY_LOSSES[kind](logprobs, old_logprobs, advantages, eps_low, eps_high, tis_weights)
 
 
 def _agg_token_mean(loss_tok: Tensor, mask: Tensor, max_len: int | None) -> Tensor:
@@ -660,6 +754,33 @@ def sequence_policy_loss(
     ratio = torch.exp(((logprobs - old_logprobs) * mask).sum(dim=1))  # [B]
     unclipped = -advantages * ratio  # [B]
     clipped = -advantages * ratio.clamp(1 - eps, 1 + eps)  # [B]
+    surrogate = torch.maximum(unclipped, clipped)  # [B]
+    loss = (surrogate if tis_weights is None else tis_weights * surrogate).mean()  # []
+    return loss, (clipped > unclipped).float().mean().detach()
+
+
+def gspo_policy_loss(
+    logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, eps_low: float = 3e-4,
+    eps_high: float | None = 4e-4, tis_weights: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """GSPO (Zheng et al. 2025, arXiv 2507.18071 §4.1): a length-normalised sequence ratio, clipped.
+
+    s_i = exp((1/|y_i|) Σ_t (logπ_t − logπ_old_t)·m_t)   (the geometric mean of the token ratios),
+    L = (1/B) Σ_i w_i · max(−A_i s_i, −A_i clip(s_i, 1 − ε_low, 1 + ε_high)),  w_i = 1 or `tis_weights`.
+    ∇s_i = s_i (1/|y_i|) Σ_t ∇logπ_t: each sequence weighs the same, its tokens 1/|y_i| each. Unlike
+    `sequence_policy_loss` (the product Π_t ρ_t, which moves exponentially with length) s_i stays near 1, so
+    the paper clips at ε_low = 3e-4, ε_high = 4e-4 (the defaults here).
+
+    Args:
+        logprobs, old_logprobs: [B, T]. advantages: [B] A_i. mask: [B, T] (every row has a token: EOS counts).
+        eps_low: ε_low. eps_high: ε_high; None means ε_high = ε_low. tis_weights: [B] detached, or None.
+    Returns:
+        (loss [], clipfrac [] detached: share of sequences where the clipped term is strictly larger).
+    """
+    eps_high = eps_low if eps_high is None else eps_high
+    ratio = torch.exp(masked_mean(logprobs - old_logprobs, mask, dim=1))  # [B] s_i
+    unclipped = -advantages * ratio  # [B]
+    clipped = -advantages * ratio.clamp(1 - eps_low, 1 + eps_high)  # [B]
     surrogate = torch.maximum(unclipped, clipped)  # [B]
     loss = (surrogate if tis_weights is None else tis_weights * surrogate).mean()  # []
     return loss, (clipped > unclipped).float().mean().detach()

@@ -1,16 +1,18 @@
 """Rollouts: sample responses, then per-token log-probs (policy and reference, same temperature), values and
-reward-model scores. Shared by PPO and evaluation (and the critic-free methods). No optimiser here."""
+reward-model scores. Shared by PPO and evaluation (and the critic-free methods, with DAPO's dynamic sampling).
+No optimiser here."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from rlhfkit import engine
+from rlhfkit import engine, rewards
 from rlhfkit.data.collate import template_prompts
 from rlhfkit.data.readers import Prompt, prompt_text
 from rlhfkit.models.load import reference_mode
@@ -38,7 +40,12 @@ class Rollout:
     # EOS): the engine always, `generate`'s fallback when asked. The trainers compute log π_old with their own
     # forward and log the gap (rollout/sampler_kl) and, with --tis-cap, correct for it
     sample_logprobs: torch.Tensor | None = None
+    # [B] each prompt row's other fields {name: value} (the prompt file's columns, e.g. the `answer` a
+    # verifiable reward checks), repeated with the prompt: what the reward functions were given
+    columns: list[dict] | None = None
+    reward_terms: dict[str, torch.Tensor] | None = None  # {name: [B]} each summed reward term, unweighted
     timings: dict[str, float] = field(default_factory=dict)
+    sampling: dict[str, float] = field(default_factory=dict)  # how the batch was drawn (dynamic sampling)
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -53,11 +60,51 @@ class Rollout:
         return self.mask.sum(1)  # [B]
 
     def select(self, idx: torch.Tensor) -> "Rollout":
-        """Rows `idx` of every tensor (for minibatches)."""
+        """Rows `idx` of every tensor and list (for minibatches; `timings` and `sampling` stay behind)."""
         rows = idx.tolist()
-        pick = {k: (v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in rows])
-                for k, v in vars(self).items() if k != "timings" and v is not None}
-        return Rollout(**pick)
+
+        def pick(v):
+            if isinstance(v, torch.Tensor):
+                return v[idx]
+            return {k: t[idx] for k, t in v.items()} if isinstance(v, dict) else [v[i] for i in rows]
+
+        return Rollout(**{k: pick(v) for k, v in vars(self).items()
+                          if k not in ("timings", "sampling") and v is not None})
+
+
+# Where each [B, ...] field is padded when rollouts of different widths are stacked: prompts on the left
+# (they are left-padded), responses on the right; with this value
+_LEFT_PADDED = {"query_ids": "pad", "query_mask": 0}
+_RIGHT_PADDED = {"response_ids": "pad", "mask": 0.0, "logprobs": 0.0, "ref_logprobs": 0.0, "values": 0.0,
+                 "sample_logprobs": 0.0}
+
+
+def cat_rollouts(rolls: list[Rollout], pad_token_id: int) -> Rollout:
+    """The rows of `rolls` in order, as one Rollout: prompts left-padded and responses right-padded to the
+    widest (masked, so log-probs of the real tokens do not change: positions skip left padding); `timings`
+    summed. Every rollout must hold the same fields."""
+    out = {}
+    for key, first in vars(rolls[0]).items():
+        values = [vars(r)[key] for r in rolls]
+        if key == "timings":
+            out[key] = {k: sum(v.get(k, 0.0) for v in values) for k in first}
+        elif key == "sampling" or first is None:
+            out[key] = first
+        elif isinstance(first, dict):
+            out[key] = {k: torch.cat([v[k] for v in values]) for k in first}
+        elif isinstance(first, list):
+            out[key] = [x for v in values for x in v]
+        elif key in _LEFT_PADDED or key in _RIGHT_PADDED:
+            fill = {**_LEFT_PADDED, **_RIGHT_PADDED}[key]
+            fill = pad_token_id if fill == "pad" else fill
+            width = max(v.shape[1] for v in values)
+            left = key in _LEFT_PADDED
+            out[key] = torch.cat([torch.nn.functional.pad(v, (width - v.shape[1], 0) if left
+                                                          else (0, width - v.shape[1]), value=fill)
+                                  for v in values])  # [ΣB, width]
+        else:
+            out[key] = torch.cat(values)  # [ΣB]
+    return Rollout(**out)
 
 
 def encode_prompts(tokenizer, prompts: list[Prompt], use_chat_template: bool = True, max_length: int = 256):
@@ -210,19 +257,43 @@ def reference_logprobs(actor_critic, ref_lm, roll: Rollout, temperature: float) 
         return policy_logprobs(actor_critic.lm, roll, temperature)
 
 
-def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg, *,
-                    use_chat_template: bool = True, autocast=contextlib.nullcontext,
-                    old_logprobs: bool = True) -> Rollout:
-    """1. sample y ~ π(·|x); 2. score r_φ(x, y); 3. log π_old, log π_ref and V_old, all without gradients.
-    `old_logprobs=False` (a critic-free step with one update per batch): no pass for log π_old (left None; the
-    update's own forward gives it, `trainers/critic_free.py`)."""
+def sample_and_score(lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg, *,
+                     columns: list[dict] | None = None, use_chat_template: bool = True,
+                     autocast=contextlib.nullcontext) -> Rollout:
+    """1. sample y ~ π(·|x); 2. score r(x, y): `rewards.score_completions`, which gives reward functions each
+    prompt's `columns` ([B] {name: value}, kept in `roll.columns`) and keeps each term in `roll.reward_terms`.
+    No log-probs of the trainer yet; `roll.timings` holds the time of both."""
     t0 = time.perf_counter()
     with autocast():
-        roll = generate(actor_critic.lm, tokenizer, prompts, gen_cfg, use_chat_template, sampler_logprobs=True)
+        roll = generate(lm, tokenizer, prompts, gen_cfg, use_chat_template, sampler_logprobs=True)
     t1 = time.perf_counter()
     with autocast():
-        scores = reward_model.score([prompt_text(p) for p in prompts], roll.responses)
-        roll.scores = torch.tensor(scores, dtype=torch.float32, device=roll.response_ids.device)  # [B]
+        texts = [prompt_text(p) for p in prompts]
+        scores, terms = rewards.score_completions(reward_model, texts, roll.responses,
+                                                  rewards.columns_of(columns or []))
+    device = roll.response_ids.device
+    roll.scores = torch.tensor(scores, dtype=torch.float32, device=device)  # [B]
+    roll.reward_terms = {name: torch.tensor(values, dtype=torch.float64, device=device)  # [B] each
+                         for name, values in terms.items()} or None
+    roll.columns = None if columns is None else list(columns)
+    roll.timings = {"time/generation_s": t1 - t0, "time/scoring_s": time.perf_counter() - t1}
+    return roll
+
+
+def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg, *,
+                    columns: list[dict] | None = None, use_chat_template: bool = True,
+                    autocast=contextlib.nullcontext, old_logprobs: bool = True, refill=None) -> Rollout:
+    """1. sample y ~ π(·|x); 2. score r_φ(x, y) (reward functions also get each prompt's `columns`);
+    3. log π_old, log π_ref and V_old, all without gradients.
+    `refill(roll) -> Rollout`, between scoring and the log-prob passes: DAPO's dynamic sampling
+    (`trainers/online.py`) drops groups there and adds more sampled and scored ones, so the log-probs are
+    computed once, on the batch that trains.
+    `old_logprobs=False` (a critic-free step with one update per batch): no pass for log π_old (left None; the
+    update's own forward gives it, `trainers/critic_free.py`)."""
+    roll = sample_and_score(actor_critic.lm, tokenizer, reward_model, prompts, gen_cfg, columns=columns,
+                            use_chat_template=use_chat_template, autocast=autocast)
+    if refill is not None:
+        roll = refill(roll)
     t2 = time.perf_counter()
     with torch.no_grad(), autocast():
         if old_logprobs:
@@ -230,6 +301,43 @@ def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list
                 roll.input_ids, roll.attention_mask, roll.query_ids.shape[1], roll.response_ids, gen_cfg.temperature
             )
         roll.ref_logprobs = reference_logprobs(actor_critic, ref_lm, roll, gen_cfg.temperature)
-    t3 = time.perf_counter()
-    roll.timings = {"time/generation_s": t1 - t0, "time/scoring_s": t2 - t1, "time/logprobs_s": t3 - t2}
+    roll.timings["time/logprobs_s"] = time.perf_counter() - t2
     return roll
+
+
+def dynamic_sampling(keep: Callable, draw: Callable, sample: Callable, *, n_groups: int, group_size: int,
+                     max_rounds: int, pad_token_id: int, any_short: Callable = lambda short: short):
+    """DAPO's dynamic sampling (Yu et al. 2025 §3.2) as `collect_rollout`'s `refill`: of the scored batch,
+    keep the groups `keep(roll) -> [P] bool` accepts (a reward spread: the others have zero advantage); while
+    short of `n_groups`, draw the next prompts (`draw() -> (prompts, columns)`, each prompt's `group_size`
+    copies together), sample and score them (`sample(prompts, columns) -> Rollout`) and keep their accepted
+    groups too, for at most `max_rounds` extra rounds. The first `n_groups` kept groups train, in the order
+    drawn. A batch still short after the last round is completed with dropped groups (first drawn first):
+    their advantages are 0, so they add no policy gradient, and the batch keeps the size every minibatch and
+    process expects (DAPO's code raises instead). `any_short(short) -> bool` decides for all processes
+    together (the trainer gathers it), so all run the same number of rounds and the collectives of sampling
+    (ZeRO-3 generate) stay in step. `roll.sampling` gets rollout/groups_sampled (this step, this process),
+    rollout/sampling_rounds (the extra rounds) and rollout/groups_short (dropped groups that trained)."""
+
+    def refill(roll: Rollout) -> Rollout:
+        drawn, keeps = [roll], [keep(roll)]  # rollouts of n_groups groups each; [P] bool each
+        while len(drawn) <= max_rounds and any_short(sum(int(m.sum()) for m in keeps) < n_groups):
+            drawn.append(sample(*draw()))
+            keeps.append(keep(drawn[-1]))
+        parts, need = [], n_groups
+        for wanted in (True, False):  # kept groups first, then dropped ones while the batch is short
+            for part, kept in zip(drawn, keeps):
+                groups = (kept == wanted).nonzero().squeeze(1)[:need]  # [≤ need]
+                need -= len(groups)
+                if len(groups):  # their rows: the group_size consecutive completions of each
+                    offsets = torch.arange(group_size, device=groups.device)  # [k]
+                    parts.append(part.select((groups[:, None] * group_size + offsets).reshape(-1)))  # [g·k]
+        out = cat_rollouts(parts, pad_token_id)
+        out.timings = {key: sum(r.timings[key] for r in drawn) for key in roll.timings}
+        n_kept = sum(int(m.sum()) for m in keeps)
+        out.sampling = {"rollout/groups_sampled": float(len(drawn) * n_groups),
+                        "rollout/sampling_rounds": float(len(drawn) - 1),
+                        "rollout/groups_short": float(max(n_groups - n_kept, 0))}
+        return out
+
+    return refill

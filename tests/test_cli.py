@@ -20,6 +20,24 @@ def test_help_lists_every_leaf_option(command, capsys):
         assert field.metadata.get("help"), f"{key} has no help text"
 
 
+NEWCOMER_ORDER = ["env", "demo", "sft", "rm", "score", "ppo", "grpo", "rloo", "reinforce-pp", "dpo", "eval",
+                  "bon", "frontier"]
+
+
+def test_top_level_help_lists_the_commands_one_line_each_in_a_newcomers_order(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # a plain terminal: no line may wrap
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: rlhfkit [-h] [--version] [-q] COMMAND ...\n")
+    listed = text.split("\ncommands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.split()[0] for line in listed] == NEWCOMER_ORDER == list(COMMANDS)
+    for line, (name, (_, _, help_text)) in zip(listed, COMMANDS.items()):
+        assert line == f"  {name:<14}{help_text}" and len(line) <= 80, line  # the whole help, on its line
+    assert max(map(len, text.splitlines())) <= 80
+
+
 def test_lora_alias_only_where_unambiguous():
     assert config_loading._aliases(C.PPOConfig) == {"lora": "lora.use_lora"}
     assert "lora" not in config_loading._aliases(C.DemoConfig)  # ppo.lora and dpo.lora: spell the group

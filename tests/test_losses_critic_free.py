@@ -311,3 +311,91 @@ def test_bon_kl():
     assert math.isclose(losses.bon_kl(64), 3.1745080833596715, abs_tol=1e-12)  # 4.158883 − 63/64
     with pytest.raises(ValueError, match="n ≥ 1"):
         losses.bon_kl(0)
+
+
+# --- zero_spread_groups, overlong_penalty (DAPO) --------------------------------------------------------
+
+
+def test_zero_spread_groups_marks_the_flat_groups():
+    rewards = tensor([[1.0, 1.0, 1.0], [1.0, 2.0, 3.0], [0.5, 0.5, 0.5], [2.0, 2.05, 2.0]])
+    # spreads 0, 2, 0, 0.05: exactly equal → groups 0 and 2; within 0.1 → also group 3
+    assert losses.zero_spread_groups(rewards).tolist() == [True, False, True, False]
+    assert losses.zero_spread_groups(rewards, tol=0.1).tolist() == [True, False, True, True]
+
+
+def test_overlong_penalty_is_zero_then_linear_over_the_buffer_then_minus_one():
+    lengths = tensor([3.0, 6.0, 7.0, 9.0, 10.0, 12.0])
+    # L_max = 10, L_cache = 4 → no penalty up to 6; (6 − |y|)/4 on 7..10; −1 beyond 10
+    # 3 → 0; 6 → 0; 7 → −1/4; 9 → −3/4; 10 → −4/4 = −1; 12 → −1
+    assert_close(losses.overlong_penalty(lengths, max_len=10, buffer=4), [0.0, 0.0, -0.25, -0.75, -1.0, -1.0])
+    # buffer = L_max: a pure length penalty −|y|/L_max: 3 → −0.3, 6 → −0.6
+    assert_close(losses.overlong_penalty(lengths[:2], max_len=10, buffer=10), [-0.3, -0.6])
+    for buffer in (0, 11):
+        with pytest.raises(ValueError, match="overlong buffer"):
+            losses.overlong_penalty(lengths, max_len=10, buffer=buffer)
+
+
+# --- cispo_policy_loss, token_policy_loss ------------------------------------------------------------
+
+
+def test_cispo_clips_the_weight_and_keeps_every_token_gradient():
+    logprobs, old = _ratios_case()  # ρ = [[1, 1.5], [0.5, 1.1]]
+    advantages = tensor([1.0, -1.0])
+    loss_tok, clipped = losses.cispo_policy_loss(logprobs, old, advantages, eps_low=0.2, eps_high=0.28)
+    # weights sg(clip(ρ, 0.8, 1.28)) = [[1, 1.28], [0.8, 1.1]]; ℓ = −w·A·logπ
+    # row 0, A = 1:  −1·0 = 0;  −1.28·ln 1.5 = −1.28·0.405465 = −0.518995
+    # row 1, A = −1: 0.8·ln 0.5 = 0.8·(−0.693147) = −0.554518;  1.1·ln 1.1 = 1.1·0.0953102 = 0.104841
+    assert_close(loss_tok, [[0.0, -1.28 * math.log(1.5)], [0.8 * math.log(0.5), 1.1 * math.log(1.1)]])
+    assert clipped.tolist() == [[False, True], [True, False]]
+    # ∂ℓ/∂logπ = −w·A, the clipped tokens included (the clipped surrogate gives them 0); a weight that was not
+    # detached would add −A·ρ·logπ: 1.1 + 1.1·ln 1.1 = 1.2048 at (1, 1)
+    loss_tok.sum().backward()
+    assert_close(logprobs.grad, [[-1.0, -1.28], [0.8, 1.1]])
+
+
+def test_cispo_tis_weights_multiply_and_symmetric_default():
+    logprobs, old = _ratios_case()
+    w = tensor([[2.0, 0.5], [1.0, 0.0]])
+    loss_tok, clipped = losses.cispo_policy_loss(logprobs.detach(), old, tensor([1.0, -1.0]), 0.2, None, w)
+    # ε_high = ε_low = 0.2: ρ = 1.5 → 1.2; row 0: [2·0, 0.5·(−1.2·ln 1.5)]; row 1: [0.8·ln 0.5, 0]
+    assert_close(loss_tok, [[0.0, -0.6 * math.log(1.5)], [0.8 * math.log(0.5), 0.0]])
+    assert clipped.tolist() == [[False, True], [True, False]]
+
+
+def test_token_policy_loss_dispatches_by_kind():
+    logprobs, old = _ratios_case()
+    advantages = tensor([1.0, -1.0])
+    for kind, fn in (("clip", losses.per_token_policy_loss), ("cispo", losses.cispo_policy_loss)):
+        got, got_clipped = losses.token_policy_loss(logprobs, old, advantages, 0.2, 0.28, kind=kind)
+        want, want_clipped = fn(logprobs, old, advantages, 0.2, 0.28)
+        assert_close(got, want)
+        assert torch.equal(got_clipped, want_clipped)
+    with pytest.raises(ValueError, match="cispo.*clip"):
+        losses.token_policy_loss(logprobs, old, advantages, kind="reinforce")
+
+
+# --- gspo_policy_loss ---------------------------------------------------------------------------------
+
+
+def test_gspo_ratio_is_the_geometric_mean_clipped_per_sequence():
+    old = torch.zeros(3, 3, dtype=torch.float64)
+    logprobs = tensor([[0.1, 0.3, GARBAGE], [-0.05, -0.15, GARBAGE], [-0.2, GARBAGE, GARBAGE]])
+    logprobs.requires_grad_()
+    mask = tensor([[1, 1, 0], [1, 1, 0], [1, 0, 0]])
+    advantages = tensor([2.0, -1.0, -1.0])
+    loss, clipfrac = losses.gspo_policy_loss(logprobs, old, advantages, mask, eps_low=0.1, eps_high=0.15)
+    # s_0 = e^{(0.1 + 0.3)/2} = e^0.2 = 1.221403, A = 2: max(−2.442806, −2·1.15 = −2.3) = −2.3 (clipped high)
+    # s_1 = e^{(−0.05 − 0.15)/2} = e^−0.1 = 0.904837, A = −1: inside [0.9, 1.15] → 0.904837
+    #       (the product e^−0.2 = 0.8187 would be clipped)
+    # s_2 = e^−0.2 = 0.818731, A = −1: max(0.818731, 0.9) = 0.9 (clipped low)
+    # loss = (−2.3 + 0.904837 + 0.9) / 3 = −0.165054; clipfrac = 2/3
+    assert_close(loss, (-2.3 + math.exp(-0.1) + 0.9) / 3)
+    assert_close(clipfrac, 2 / 3)
+    loss.backward()
+    # row 1 only: ∂/∂logπ_{1,t} = (1/B)(−A) s_1 (1/|y_1|) = (1/3)·0.904837·(1/2) = 0.150806 per token
+    g = math.exp(-0.1) / 6
+    assert_close(logprobs.grad, [[0.0, 0.0, 0.0], [g, g, 0.0], [0.0, 0.0, 0.0]])
+    # sequence TIS weights multiply each sequence's term: (−2.3 + 2·0.904837 + 0.9) / 3
+    weights = tensor([1.0, 2.0, 1.0])
+    weighted, _ = losses.gspo_policy_loss(logprobs.detach(), old, advantages, mask, 0.1, 0.15, weights)
+    assert_close(weighted, (-2.3 + 2 * math.exp(-0.1) + 0.9) / 3)

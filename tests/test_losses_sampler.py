@@ -112,3 +112,16 @@ def test_tis_moves_the_expected_gradient_of_a_perturbed_sampler_towards_the_on_p
     assert error(uncorrected) > 0.05  # the mismatch is visible (measured 0.063)
     assert error(capped) < 0.5 * error(uncorrected)  # measured 0.012 vs 0.063
     assert (pi / mu).max() > 1.2  # the cap was active, so `capped` is not `exact` in disguise
+
+
+def test_tis_weights_sequence_mean_is_the_capped_geometric_mean():
+    # row 0: Σ_t (old − μ) = 0.2 − 0.1 = 0.1 over 2 tokens → e^0.05 = 1.051271
+    # row 1: 0.5 + 0.5 + 0 = 1 over 3 tokens → e^(1/3) = 1.395612 (the product e^1 would be capped at 2)
+    old = tensor([[-1.0, -1.0, GARBAGE], [-1.0, -1.0, -1.0]])
+    sampler = tensor([[-1.2, -0.9, 0.0], [-1.5, -1.5, -1.0]])
+    mask = tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    w = losses.tis_weights(old, sampler, mask, cap=2.0, level="sequence_mean")
+    assert_close(w, [math.exp(0.05), math.exp(1 / 3)])
+    # a cap of 1.2 truncates row 1 only
+    w = losses.tis_weights(old, sampler, mask, cap=1.2, level="sequence_mean")
+    assert_close(w, [math.exp(0.05), 1.2])

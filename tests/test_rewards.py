@@ -175,3 +175,73 @@ def test_make_reward_rm_only_functions_only_or_both_summed(module_file):
     with pytest.raises(ConfigError, match="config key 'grpo.reward_fn': give a reward model"):
         make_reward(None, [], key="grpo.reward_fn")
 
+
+
+COLUMN_MODULE = '''
+def exact(prompts, completions, answer):
+    return [float(c == a) for c, a in zip(completions, answer)]
+
+def keyword_only(prompts, completions, *, level, unused=7):
+    return [float(v) for v in level]
+
+def everything(prompts, completions, **kwargs):
+    return [float(sorted(kwargs) == ["answer", "level"])] * len(completions)
+
+def two_args(p, c):  # any names: the first two are positional, never matched to a column
+    return [float(len(x)) for x in c]
+
+def wants_tests(prompts, completions, tests):
+    return [0.0] * len(completions)
+'''
+# the prompt rows' other fields, aligned with PROMPTS / RESPONSES
+COLUMNS = {"answer": ["hi there", "no", "one two three four"], "level": [1, 2, 3], "c": ["x", "y", "z"]}
+
+
+@pytest.fixture
+def column_file(tmp_path):
+    path = tmp_path / "columns.py"
+    path.write_text(COLUMN_MODULE)
+    return str(path)
+
+
+def test_each_function_gets_the_columns_it_takes(column_file):
+    fns = load_reward_functions([f"{column_file}:{name}" for name in ("exact", "keyword_only", "two_args")])
+    parts = fns.components(PROMPTS, RESPONSES, COLUMNS)
+    # exact: "hi there" == "hi there", "bye" != "no", "one two three four" equal → [1, 0, 1]
+    # keyword_only: its `level` column [1, 2, 3]; two_args: no column (not even `c`), lengths 8, 3, 18
+    assert list(parts.values()) == [[1.0, 0.0, 1.0], [1.0, 2.0, 3.0], [8.0, 3.0, 18.0]]
+    everything = load_reward_functions([f"{column_file}:everything"])
+    two_columns = {"answer": COLUMNS["answer"], "level": [1, 2, 3]}
+    assert everything.score(PROMPTS, RESPONSES, two_columns) == [1.0] * 3
+
+
+def test_a_parameter_no_column_fills_is_a_one_line_error(column_file):
+    fns = load_reward_functions([f"{column_file}:wants_tests"])
+    message = r"reward fn .*:wants_tests: takes 'tests', which is not a column of the prompts \(columns: "
+    with pytest.raises(RlhfkitError, match=message + r"answer, level, c\)") as e:
+        fns.score(PROMPTS, RESPONSES, COLUMNS)
+    assert "\n" not in str(e.value)
+    with pytest.raises(RlhfkitError, match=r"\(columns: none\)"):
+        load_reward_functions([f"{column_file}:exact"]).score(PROMPTS, RESPONSES)
+
+
+def test_score_completions_gives_columns_to_functions_only(column_file):
+    from rlhfkit.rewards import score_completions
+
+    both = make_reward(FakeRM(), [f"{column_file}:exact=2"])  # FakeRM.score takes prompts and responses only
+    scores, terms = score_completions(both, PROMPTS, RESPONSES, COLUMNS)
+    # RM [0, 10, 20] + 2·[1, 0, 1] = [2, 10, 22]
+    assert scores == [2.0, 10.0, 22.0]
+    assert terms == {"reward_model": [0.0, 10.0, 20.0], f"{column_file}:exact": [1.0, 0.0, 1.0]}
+    assert score_completions(FakeRM(), PROMPTS, RESPONSES, COLUMNS) == ([0.0, 10.0, 20.0], {})
+
+
+def test_functions_given_as_objects_are_used_as_they_are_not_imported():
+    """The Python API passes callables by the name config.yaml records (`module:qualname`, a lambda's too)."""
+    name = "no_such_module_xyz:make.<locals>.<lambda>"  # imported, this would be a ConfigError
+    ones = lambda prompts, completions: [1.0] * len(completions)  # noqa: E731
+    fns = make_reward(FakeRM(), [f"{name}=2"], callables={name: ones})
+    assert [t.name for t in fns.terms] == ["reward_model", name]
+    assert fns.score(PROMPTS, RESPONSES) == [2.0, 12.0, 22.0]  # RM [0, 10, 20] + 2·1
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_module_xyz'"):
+        load_reward_functions(["no_such_module_xyz:f"], callables={name: ones})  # another name: imported

@@ -13,6 +13,10 @@ A text field holds a string or a conversation: a list of `{"role", "content"}` m
 system/user/assistant (TRL's conversational format). A conversational `chosen`, `rejected` or `response` must
 end with an assistant message, whose content is the response. If the prompt field is absent and the responses
 are conversations, the prompt is the turns before their final assistant message (TRL's "implicit prompt").
+If it is absent and they are text holding whole conversations (Anthropic HH:
+`\\n\\nHuman: ...\\n\\nAssistant: ...`), the prompt is their shared prefix up to and including its last
+`\\n\\nAssistant:`, the responses the remainders, and a prompt made of HH turns becomes chat messages, so the
+chat template applies.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import csv
 import json
 import logging
 import math
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -349,6 +354,45 @@ def _implicit_prompt(
     return prefixes[0]
 
 
+HH_ASSISTANT = "\n\nAssistant:"  # Anthropic HH's turn markers (hh-rlhf holds whole conversations)
+HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def _shared_text_prompt(
+    responses: dict[str, str], path: Path, line: int, name: str
+) -> tuple[Prompt, list[str]]:
+    """Anthropic HH rows, read as TRL reads hh-rlhf: the prompt is the shared prefix of the texts up to and
+    including its last '\\n\\nAssistant:', the responses are the remainders (stripped).
+    Returns: (prompt, [response per field])."""
+    texts = {field: _text(value, path, line, field) for field, value in responses.items()}
+    fields = " and ".join(f"'{field}'" for field in texts)
+    end = os.path.commonprefix(list(texts.values())).rfind(HH_ASSISTANT)
+    if end < 0:
+        hint = (f"is missing and {fields} share no prefix ending in '\\n\\nAssistant:' "
+                f"(Anthropic HH format); add a '{name}' field")
+        raise DataError(path, line, name, hint)
+    end += len(HH_ASSISTANT)
+    remainders = [text[end:].strip() for text in texts.values()]
+    for field, remainder in zip(texts, remainders):
+        if not remainder:
+            hint = "holds no response after the last '\\n\\nAssistant:' of the prompt"
+            raise DataError(path, line, field, hint)
+    return _hh_messages(texts[next(iter(texts))][:end]), remainders
+
+
+def _hh_messages(prompt: str) -> Prompt:
+    """An HH prompt ('\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c\\n\\nAssistant:') as chat messages
+    (user a, assistant b, user c; the final, empty assistant turn is the generation prompt); text before the
+    first marker means another format: the prompt stays text."""
+    parts = HH_TURN.split(prompt)  # [before, role, content, role, content, ..., "Assistant", ""]
+    if parts[0].strip():
+        return prompt
+    turns = zip(parts[1::2], parts[2::2])
+    messages = tuple({"role": HH_ROLES[role], "content": content.strip()} for role, content in turns)
+    return messages[:-1] or prompt
+
+
 def _margin(value: object, path: Path, line: int, name: str) -> float:
     if isinstance(value, str) and path.suffix.lower() == ".csv":  # CSV cells are all text
         try:
@@ -367,12 +411,15 @@ def _margin(value: object, path: Path, line: int, name: str) -> float:
 def _preference_pair(row: dict, fields: PreferenceFields, path: Path, line: int) -> PreferencePair:
     responses = {fields.chosen: _get(row, fields.chosen, path, line)}
     responses[fields.rejected] = _get(row, fields.rejected, path, line)
-    if fields.prompt not in row and all(map(_is_conversation, responses.values())):
-        prompt = _implicit_prompt(responses, path, line, fields.prompt)
+    if fields.prompt not in row and all(isinstance(value, str) for value in responses.values()):
+        prompt, (chosen, rejected) = _shared_text_prompt(responses, path, line, fields.prompt)
     else:
-        prompt = _prompt(_get(row, fields.prompt, path, line), path, line, fields.prompt)
-    chosen = _response(responses[fields.chosen], path, line, fields.chosen)
-    rejected = _response(responses[fields.rejected], path, line, fields.rejected)
+        if fields.prompt not in row and all(map(_is_conversation, responses.values())):
+            prompt = _implicit_prompt(responses, path, line, fields.prompt)
+        else:
+            prompt = _prompt(_get(row, fields.prompt, path, line), path, line, fields.prompt)
+        chosen = _response(responses[fields.chosen], path, line, fields.chosen)
+        rejected = _response(responses[fields.rejected], path, line, fields.rejected)
     margin = None
     if fields.margin is not None:
         margin = _margin(_get(row, fields.margin, path, line), path, line, fields.margin)
@@ -415,6 +462,67 @@ def load_prompts(path: str | Path, field: str = "prompt") -> tuple[list[Prompt],
     path = Path(path)
     prompts = [_prompt(_get(row, field, path, line), path, line, field) for line, row in read_rows(path)]
     return prompts, LoadReport(str(path), len(prompts), len(prompts), {})
+
+
+RESERVED_COLUMNS = ("prompts", "completions")  # what a reward function takes positionally (rlhfkit.rewards)
+
+
+def load_prompt_rows(path: str | Path, field: str = "prompt") -> tuple[list[Prompt], list[dict], LoadReport]:
+    """Prompts as `load_prompts`, and each row's other fields, its columns (`answer`, `tests`, `metadata`,
+    ...), which the online trainers pass to reward functions as keyword lists (`rlhfkit.rewards`).
+
+    Every row gives the columns of the first row, no more and no fewer (a reward function gets one value per
+    completion), each value one JSON can hold: null, true/false, a finite number, text, or lists and objects
+    (string keys) of these, so that samples.jsonl can record it. A missing cell of Parquet is null.
+
+    Returns:
+        (prompts, columns: one {name: value} per prompt, in file order, report).
+    Raises:
+        DataError: the first bad row, naming file:line and field: the prompt (as `load_prompts`), a column
+            missing or not in the first row, a column named `prompts` or `completions`, or a value JSON
+            cannot hold (NaN, bytes, a date, ...).
+    """
+    path = Path(path)
+    prompts, columns, first_line, names = [], [], None, []
+    for line, row in read_rows(path):
+        prompts.append(_prompt(_get(row, field, path, line), path, line, field))
+        other = {str(name): value for name, value in row.items() if name != field}
+        if first_line is None:
+            first_line, names = line, list(other)
+            reserved = [name for name in names if name in RESERVED_COLUMNS]
+            if reserved:
+                hint = "is a reserved name: reward functions get the prompts and completions themselves"
+                raise DataError(path, line, reserved[0], hint + "; rename the column")
+        for name in names:
+            if name not in other:
+                raise DataError(path, line, name, f"is missing; the first row (line {first_line}) has it and "
+                                                  "every row must give the same columns (a reward function "
+                                                  "gets one value per completion)")
+        for name, value in other.items():
+            if name not in names:
+                raise DataError(path, line, name, f"is not in the first row (line {first_line}); every row "
+                                                  "must give the same columns")
+            if (problem := _not_json(value)) is not None:
+                hint = (f"holds {problem}, which JSON cannot hold; give null, true/false, finite numbers, "
+                        "text, or lists and objects of these")
+                raise DataError(path, line, name, hint)
+        columns.append(other)
+    return prompts, columns, LoadReport(str(path), len(prompts), len(prompts), {})
+
+
+def _not_json(value: object) -> str | None:
+    """What in `value` JSON cannot represent (e.g. "nan", "a bytes"), or None when it can."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return next((p for p in map(_not_json, value) if p is not None), None)
+    if isinstance(value, dict):
+        if any(not isinstance(key, str) for key in value):
+            return "an object key that is not text"
+        return next((p for p in map(_not_json, value.values()) if p is not None), None)
+    return f"a {type(value).__name__}"
 
 
 def load_demonstrations(

@@ -1,13 +1,17 @@
-"""Critic-free online RL: GRPO, Dr. GRPO, RLOO, REINFORCE++ (ALGORITHMS.md §8). Per step:
+"""Critic-free online RL: GRPO, Dr. GRPO, RLOO, REINFORCE++, with DAPO / GSPO / CISPO options (ALGORITHMS.md
+§8, §12). Per step:
 
     1. B prompts × k completions in one batched generate (the loop in `trainers/online.py`): s = r(x, y),
        log π_old and log π_ref (same τ); no critic, no values. With one update per batch and the KL as a
-       loss, log π_old is that update's own forward, detached (`needs_old_pass`)
-    2. KL in the reward (RLOO, REINFORCE++): s' = s − β Σ_t k1_t; KL as a loss (GRPO): s' = s
+       loss, log π_old is that update's own forward, detached (`needs_old_pass`). With --dynamic-sampling
+       (DAPO) the groups whose k shaped scores are all equal are replaced by groups drawn after them
+    2. shaped score: s − missing-EOS penalty + DAPO's overlong term; KL in the reward (RLOO, REINFORCE++):
+       s' = s − β Σ_t k1_t; KL as a loss (GRPO): s' = s
     3. advantages: from the k completions of the same prompt (grpo, dr_grpo, rloo, reinforce_baseline), or
        REINFORCE++'s token-level returns of r_t = −β k1_t (+ s at the last token), whitened over the batch
-    4. num_iterations × num_minibatches: clipped ratio (per token, ε_low / ε_high, or per sequence),
-       + β·KL per token when the KL is a loss (k3·ρ or k2, never k1), aggregated by loss_agg; AdamW
+    4. num_iterations × num_minibatches: per token the clipped ratio (ε_low / ε_high) or CISPO's clipped
+       weight on log π, + β·KL per token when the KL is a loss (k3·ρ or k2, never k1), aggregated by loss_agg;
+       or one ratio per sequence (the product, or GSPO's geometric mean), averaged over sequences; AdamW
     5. β (adaptive optional), metrics: the share of groups whose k rewards s' are all equal (no signal)
 The groups never straddle processes (each process samples whole groups); statistics over the batch
 (reinforce_pp whitening, the "batch" scale) use the batches of every process.
@@ -29,7 +33,7 @@ def advantages_for(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout,
     """Steps 2–3. Returns (advantages [B] (one per sequence) or [B, T] (reinforce_pp), the sequence rewards
     s' [B] they come from: s minus the missing-EOS penalty, minus β Σ_t k1_t when the KL is in the reward;
     for REINFORCE++ the return at the first token, Σ_t r_t, which is that same s')."""
-    scores = roll.scores - cfg.missing_eos_penalty * (~roll.ended).float()  # [B]
+    scores = shaped_scores(cfg, roll)  # [B]
     beta = state.kl_ctl.value
     if cfg.advantage == "reinforce_pp":
         rewards, _ = losses.kl_shaped_rewards(scores, roll.logprobs, roll.ref_logprobs, roll.mask, beta, "k1")
@@ -45,6 +49,24 @@ def advantages_for(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout,
     everyone = accelerator.gather(grouped)  # [W·P, k]
     rows = slice(accelerator.process_index * len(grouped), (accelerator.process_index + 1) * len(grouped))
     return losses.group_advantages(everyone, cfg.advantage, cfg.scale)[rows].reshape(-1), scores  # [B], [B]
+
+
+def shaped_scores(cfg: CriticFreeConfig, roll: Rollout) -> torch.Tensor:
+    """Step 2's task reward, before any KL: s − missing_eos_penalty·[no EOS] + overlong_penalty·R_len(|y|)
+    (DAPO's overlong shaping, `losses.overlong_penalty`, when --overlong-buffer is set). [B]"""
+    scores = roll.scores - cfg.missing_eos_penalty * (~roll.ended).float()  # [B]
+    if cfg.overlong_buffer:
+        scores = scores + cfg.overlong_penalty * losses.overlong_penalty(
+            roll.response_len, cfg.generation.max_new_tokens, cfg.overlong_buffer)  # [B]
+    return scores
+
+
+def keep_groups(cfg: CriticFreeConfig):
+    """DAPO's dynamic sampling filter (Yu et al. 2025 §3.2, 0 < |{correct}| < k generalised to any reward):
+    roll -> [P] bool, the groups whose k shaped scores are not all equal; None without --dynamic-sampling."""
+    if not cfg.dynamic_sampling:
+        return None
+    return lambda roll: ~losses.zero_spread_groups(shaped_scores(cfg, roll).view(-1, cfg.group_size))
 
 
 def needs_old_pass(cfg: CriticFreeConfig) -> bool:
@@ -72,8 +94,13 @@ def critic_free_step(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, t
     if filled is not None:
         roll.logprobs = filled
     kl_k1 = online.update_kl_controller(state, roll, accelerator)  # [B]
+    shaping = {}
+    if cfg.overlong_buffer:  # the term unweighted, as every reward term is logged
+        shaping["rollout/reward/overlong"] = losses.overlong_penalty(
+            roll.response_len, cfg.generation.max_new_tokens, cfg.overlong_buffer).mean().item()
     return {
         **online.rollout_metrics(roll, kl_k1),
+        **shaping,
         # on the rewards the advantages see (missing-EOS penalty, RLOO's KL), not on the raw scores
         "rollout/zero_spread_groups": losses.zero_spread_fraction(rewards.view(-1, cfg.group_size)),
         "rl/kl_coef": beta,
@@ -81,11 +108,40 @@ def critic_free_step(cfg: CriticFreeConfig, state: OnlineState, roll: Rollout, t
     }
 
 
+def policy_loss(cfg: CriticFreeConfig, logprobs: torch.Tensor, mb: Rollout, advantages: torch.Tensor,
+                beta: float, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Step 4's loss on one micro-batch: (loss [], clipfrac [], {rl/policy_loss, rl/kl_loss}).
+    ratio token: ℓ_t (clipped surrogate or CISPO, --policy-loss) + β·KL_t, aggregated by loss_agg;
+    gspo: GSPO's mean over sequences + β·(1/B) Σ_i mean_t KL_{i,t} (the same sequence weighting);
+    sequence: the product ratio's mean over sequences (its KL is in the reward)."""
+    mask, max_len = mb.mask, cfg.generation.max_new_tokens
+    if cfg.ratio == "token":
+        loss_tok, clipped = losses.token_policy_loss(logprobs, mb.logprobs, advantages,  # [B, T] each
+                                                     cfg.clip_range, cfg.clip_range_high, weights,
+                                                     kind=cfg.policy_loss)
+        loss = losses.aggregate_loss(loss_tok, mask, cfg.loss_agg, max_len)  # []
+        clipfrac, kl_agg = losses.masked_mean(clipped.float(), mask), cfg.loss_agg
+    elif cfg.ratio == "gspo":
+        loss, clipfrac = losses.gspo_policy_loss(logprobs, mb.logprobs, advantages, mask, cfg.clip_range,
+                                                 cfg.clip_range_high, weights)
+        kl_agg = "seq_mean_token_mean"
+    else:
+        loss, clipfrac = losses.sequence_policy_loss(logprobs, mb.logprobs, advantages, mask, cfg.clip_range,
+                                                     weights)
+        kl_agg = None  # the config puts its KL in the reward
+    row = {"rl/policy_loss": loss.item()}
+    if cfg.kl_in == "loss" and beta > 0:
+        kl_tok = losses.kl_loss_per_token(logprobs, mb.ref_logprobs, mb.logprobs, cfg.kl_estimator)  # [B, T]
+        row["rl/kl_loss"] = losses.masked_mean(kl_tok.detach(), mask).item()
+        loss = loss + beta * losses.aggregate_loss(kl_tok, mask, kl_agg, max_len)
+    return loss, clipfrac, row
+
+
 def make_train_fn(cfg: CriticFreeConfig, learner: loop.Learner, state: OnlineState):
     """One optimiser step on a minibatch (in cfg.optim.grad_accum_steps micro-batches, weighted by what the
     loss averages over, loop.accumulate_step: tokens for a per-token ratio with token_mean; sequences for
-    seq_mean_token_mean and seq_mean_token_sum_norm (both divide by B) and for the sequence ratio, whose
-    loss is a mean over sequences whatever loss_agg says)."""
+    seq_mean_token_mean and seq_mean_token_sum_norm (both divide by B) and for the sequence ratios
+    (sequence, gspo), whose loss is a mean over sequences whatever loss_agg says)."""
     model = learner.model
     per_token = cfg.ratio == "token" and cfg.loss_agg == "token_mean"
 
@@ -95,23 +151,9 @@ def make_train_fn(cfg: CriticFreeConfig, learner: loop.Learner, state: OnlineSta
                                      cfg.generation.temperature, with_entropy=True)
         if mb.logprobs is None:  # the batch's only update: log π_old is this forward's, detached (ratio = 1)
             mb.logprobs = logprobs.detach()
-        weights = online.tis_weights(cfg, mb)  # [B] (sequence ratio), [B, T] or None (TIS off)
-        row = online.tis_metrics(cfg, weights, mb.mask, "rl")
-        if cfg.ratio == "sequence":
-            loss, clipfrac = losses.sequence_policy_loss(logprobs, mb.logprobs, advantages, mb.mask, cfg.clip_range,
-                                                         weights)
-            row["rl/policy_loss"] = loss.item()
-        else:
-            loss_tok, clipped = losses.per_token_policy_loss(logprobs, mb.logprobs, advantages, cfg.clip_range,
-                                                             cfg.clip_range_high, weights)
-            clipfrac = losses.masked_mean(clipped.float(), mb.mask)
-            row["rl/policy_loss"] = losses.aggregate_loss(loss_tok.detach(), mb.mask, cfg.loss_agg,
-                                                          cfg.generation.max_new_tokens).item()
-            if cfg.kl_in == "loss" and beta > 0:
-                kl_tok = losses.kl_loss_per_token(logprobs, mb.ref_logprobs, mb.logprobs, cfg.kl_estimator)
-                row["rl/kl_loss"] = losses.masked_mean(kl_tok.detach(), mb.mask).item()
-                loss_tok = loss_tok + beta * kl_tok
-            loss = losses.aggregate_loss(loss_tok, mb.mask, cfg.loss_agg, cfg.generation.max_new_tokens)
+        weights = online.tis_weights(cfg, mb)  # [B] (sequence ratios), [B, T] or None (TIS off)
+        loss, clipfrac, row = policy_loss(cfg, logprobs, mb, advantages, beta, weights)
+        row.update(online.tis_metrics(cfg, weights, mb.mask, "rl"))
         with torch.no_grad():
             ratio = losses.masked_mean(torch.exp(logprobs - mb.logprobs), mb.mask).item()
         return loss, {**row, "rl/clipfrac": clipfrac.item(), "rl/ratio": ratio,
@@ -134,10 +176,10 @@ def make_train_fn(cfg: CriticFreeConfig, learner: loop.Learner, state: OnlineSta
 
 
 def train_critic_free(cfg: CriticFreeConfig, reward_model=None, monitors: dict | None = None,
-                      prompts: list | None = None) -> dict[str, float]:
+                      prompts: list | None = None, reward_callables: dict | None = None) -> dict[str, float]:
     """GRPO / RLOO / REINFORCE++ for cfg.steps (`online.train_online` documents arguments and outputs)."""
     name = {"rloo": "rloo", "reinforce_pp": "reinforce_pp"}.get(cfg.advantage, "grpo")
     algo = online.Algorithm(name, step=critic_free_step, make_train_fn=make_train_fn,
                             updates=lambda c: c.num_iterations * c.num_minibatches, with_value=False,
-                            old_logprobs=needs_old_pass)
-    return online.train_online(cfg, algo, reward_model, monitors, prompts)
+                            old_logprobs=needs_old_pass, keep_groups=keep_groups)
+    return online.train_online(cfg, algo, reward_model, monitors, prompts, reward_callables)

@@ -236,6 +236,25 @@ def declare_deepspeed_batch(accelerator, micro_batch_size: int) -> None:
                                       * config.get("gradient_accumulation_steps", 1))
 
 
+def size_deepspeed_buffers(accelerator, model: torch.nn.Module) -> None:
+    """Size DeepSpeed's communication buffers to the model, as accelerate and HF's Trainer do for the keys a
+    config file sets to "auto": reduce buckets of H² elements, ZeRO-3 prefetching 0.9·H², parameters under
+    10·H elements kept whole (H = the model's hidden size). A config from accelerate's yaml (`deepspeed_*.yaml`)
+    names none of these, and DeepSpeed's own defaults are sized for GPUs: ZeRO-3 allocates its 5e8-element
+    reduce bucket up front, 1.9 GB in fp32 on every process, more than SmolLM2-135M's whole weights and
+    AdamW state split over 2 processes (bench/zero_memory.py measured it). A value the config sets is kept."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    hidden = next(m.config.hidden_size for m in model.modules() if hasattr(getattr(m, "config", None), "hidden_size"))
+    zero = plugin.deepspeed_config.setdefault("zero_optimization", {})
+    for key, value in {"reduce_bucket_size": hidden * hidden, "allgather_bucket_size": hidden * hidden,
+                       "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
+                       "stage3_param_persistence_threshold": 10 * hidden}.items():
+        if zero.get(key, "auto") == "auto":
+            zero[key] = value
+
+
 def check_clipping(accelerator, max_grad_norm: float) -> None:
     """DeepSpeed clips inside its engine at its config's `gradient_clipping` (accelerate fills "auto" with
     1.0) and never calls ours: refuse a run whose optim.max_grad_norm it would silently replace."""
@@ -422,6 +441,7 @@ def prepare_epoch_run(cfg, accelerator, model, train_items: list, eval_items: li
     # windows of `accum` (the last window of an epoch may be shorter)
     steps = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes) / accum) * cfg.epochs
     optimizer, scheduler = make_optimizer(model, cfg.optim, steps)
+    size_deepspeed_buffers(accelerator, model)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )

@@ -135,7 +135,8 @@ def build_actor_critic(cfg: OnlineConfig, tokenizer, with_value: bool = True) ->
     return actor_critic
 
 
-def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
+def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True,
+                 reward_callables: dict | None = None):
     """(actor_critic, ref_lm or None, tokenizer, reward_model). With LoRA the reference is the same weights
     with the adapters disabled; without, a frozen copy of the initial weights."""
     tokenizer = load_tokenizer(cfg.policy, padding_side="left")
@@ -158,7 +159,8 @@ def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True):
         reward_model = RewardModel.from_pretrained(cfg.reward_model, device=device)
         # the RM runs under bf16 autocast anyway: store it in bf16 (half its memory; no ratio or KL reads it)
         reward_model.model.requires_grad_(False).to(torch.bfloat16 if cfg.dtype == "bf16" else torch.float32)
-    reward_model = make_reward(reward_model, cfg.reward_fn)  # + the --reward-fn terms, summed
+    # + the --reward-fn terms, summed (functions given as Python objects are used as they are)
+    reward_model = make_reward(reward_model, cfg.reward_fn, callables=reward_callables)
     # train mode for every training forward, so --gradient-checkpointing recomputes (HF checkpoints only in
     # train mode); dropout is p = 0 (`load_causal_lm`), so train mode computes what eval mode does
     return actor_critic.to(device).train(), ref_lm, tokenizer, reward_model
@@ -226,10 +228,11 @@ def rollout_metrics(roll: Rollout, kl_k1: torch.Tensor) -> dict[str, float]:
 
 def tis_weights(cfg: OnlineConfig, mb: Rollout) -> torch.Tensor | None:
     """The truncated importance weights of a minibatch's policy-gradient terms (losses.tis_weights: per token,
-    or per sequence under --ratio sequence), or None when --tis-cap is unset. Needs log π_old (mb.logprobs)."""
+    or per sequence under --ratio sequence, its geometric mean under gspo), or None when --tis-cap is unset.
+    Needs log π_old (mb.logprobs)."""
     if cfg.tis_cap is None:
         return None
-    level = "sequence" if getattr(cfg, "ratio", "token") == "sequence" else "token"
+    level = {"sequence": "sequence", "gspo": "sequence_mean"}.get(getattr(cfg, "ratio", "token"), "token")
     return losses.tis_weights(mb.logprobs, mb.sample_logprobs, mb.mask, cfg.tis_cap, level)
 
 
@@ -274,7 +277,7 @@ def accumulate(learner: loop.Learner, state: OnlineState, micro: list, micro_los
 
 
 def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors: dict | None = None,
-                 prompts: list | None = None) -> dict[str, float]:
+                 prompts: list | None = None, reward_callables: dict | None = None) -> dict[str, float]:
     """Run `algo` for cfg.steps; writes metrics.jsonl, samples.jsonl, checkpoint/, policy/ under cfg.output.
 
     `reward_model`: optional object with .score(prompts, responses) -> list[float] used instead of
@@ -283,7 +286,8 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     cfg.reward_fn, each term of the summed reward (the RM as `reward_model`) is logged unweighted as
     `rollout/reward/<name>`, its batch mean.
     `prompts`: the prompts (str or chat messages) to train on, used instead of loading cfg.prompts (the demo
-    passes its train split in memory)."""
+    passes its train split in memory). `reward_callables`: {name: callable} for the cfg.reward_fn specs given
+    as Python objects (`rlhfkit.api`), called as they are instead of imported by name."""
     cfg = resolve_dtypes(cfg)  # `auto` -> bf16 or fp32 for this machine, before config.yaml is written
     loop.seed_everything(cfg.seed)
     out = Path(cfg.output)
@@ -311,8 +315,9 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
         save_config(cfg, out / "config.yaml")
     with loop.whole_weights(accelerator):  # whole on every process: `prepare` splits only the trained model
         actor_critic, ref_lm, tokenizer, reward_model = (algo.build_models or build_models)(
-            cfg, reward_model, algo.with_value)
+            cfg, reward_model, algo.with_value, reward_callables)
     optimizer, scheduler = loop.make_optimizer(actor_critic, cfg.optim, cfg.steps * algo.updates(cfg))
+    loop.size_deepspeed_buffers(accelerator, actor_critic)
     model, optimizer, scheduler = accelerator.prepare(actor_critic, optimizer, scheduler)
     loop.log_sharding(accelerator, model)
     loop.seed_sampling(cfg.seed, accelerator)  # built alike on every process; now one stream each

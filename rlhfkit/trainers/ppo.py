@@ -98,8 +98,8 @@ def make_train_fn(cfg: PPOConfig, learner: loop.Learner, state: OnlineState):
 
 
 def train_ppo(cfg: PPOConfig, reward_model=None, monitors: dict | None = None,
-              prompts: list | None = None) -> dict[str, float]:
+              prompts: list | None = None, reward_callables: dict | None = None) -> dict[str, float]:
     """PPO for cfg.steps (`online.train_online`: arguments, outputs and resume are documented there)."""
     algo = online.Algorithm("ppo", step=ppo_step, make_train_fn=make_train_fn, build_models=build_models,
                             updates=lambda c: c.ppo_epochs * c.num_minibatches, with_value=True)
-    return online.train_online(cfg, algo, reward_model, monitors, prompts)
+    return online.train_online(cfg, algo, reward_model, monitors, prompts, reward_callables)

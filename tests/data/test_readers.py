@@ -407,6 +407,72 @@ def test_implicit_prompt_must_not_be_empty(tmp_path):
         load_preferences(path)
 
 
+# --- Anthropic HH rows: whole conversations as text in chosen/rejected, no prompt field -------------------
+
+
+def hh(*turns):
+    """Anthropic HH text: alternating Human/Assistant turns, each after a blank line ('\\n\\nHuman: ...')."""
+    return "".join(f"\n\n{'Human' if i % 2 == 0 else 'Assistant'}: {turn}" for i, turn in enumerate(turns))
+
+
+def test_hh_rows_split_at_the_last_shared_assistant_marker(tmp_path):
+    rows = [
+        {"chosen": hh("What is 2+2?", "4."), "rejected": hh("What is 2+2?", "5.")},
+        # multi-turn, and responses that share their first words: the prompt still ends at the marker
+        {"chosen": hh("Hi", "Hello!", "Tell me a joke", "I think a cat sat."),
+         "rejected": hh("Hi", "Hello!", "Tell me a joke", "I think not.")},
+    ]
+    path = write_jsonl(tmp_path / "hh.jsonl", rows)
+    pairs, report = load_preferences(path)
+    assert pairs[0] == PreferencePair((user("What is 2+2?"),), "4.", "5.", None, f"{path}:1")
+    assert pairs[1].prompt == (user("Hi"), assistant("Hello!"), user("Tell me a joke"))
+    assert (pairs[1].chosen, pairs[1].rejected) == ("I think a cat sat.", "I think not.")
+    assert (report.rows_read, report.kept) == (2, 2)
+
+
+def test_hh_prompt_is_rendered_by_the_chat_template(tmp_path):
+    from rlhfkit.data.collate import template_prompts
+    from tests.conftest import make_tokenizer
+
+    row = {"chosen": hh("hi", "hello", "a poem", "sun"), "rejected": hh("hi", "hello", "a poem", "moon")}
+    pair = load_preferences(write_jsonl(tmp_path / "hh.jsonl", [row]))[0][0]
+    texts, _ = template_prompts(make_tokenizer(), [pair.prompt])
+    assert texts == ["<|im_start|>user hi<|im_end|> <|im_start|>assistant hello<|im_end|> "
+                     "<|im_start|>user a poem<|im_end|> <|im_start|>assistant "]
+
+
+def test_hh_rows_with_equal_conversations_are_skipped(tmp_path):
+    path = write_jsonl(tmp_path / "hh.jsonl", [{"chosen": hh("q", "a"), "rejected": hh("q", "b")},
+                                               {"chosen": hh("q", "a"), "rejected": hh("q", "a")}])
+    pairs, report = load_preferences(path)
+    assert len(pairs) == 1 and report.skipped == {"chosen == rejected": 1}
+
+
+def test_hh_prompt_with_text_before_the_first_turn_stays_text(tmp_path):
+    row = {"chosen": "Be kind." + hh("q", "a"), "rejected": "Be kind." + hh("q", "b")}
+    pair = load_preferences(write_jsonl(tmp_path / "hh.jsonl", [row]))[0][0]
+    assert (pair.prompt, pair.chosen, pair.rejected) == ("Be kind.\n\nHuman: q\n\nAssistant:", "a", "b")
+
+
+NO_SHARED_PROMPT = ("is missing and 'chosen' and 'rejected' share no prefix ending in '\\n\\nAssistant:' "
+                    "(Anthropic HH format); add a 'prompt' field")
+
+
+@pytest.mark.parametrize("row, field, hint", [
+    ({"chosen": "a b", "rejected": "a c"}, "prompt",  # text without HH's markers: no shared prompt
+     NO_SHARED_PROMPT),
+    ({"chosen": hh("q", "a"), "rejected": hh("other", "a")}, "prompt",  # they differ before the first reply
+     NO_SHARED_PROMPT),
+    ({"chosen": hh("q", "a"), "rejected": hh("q") + "\n\nAssistant: "}, "rejected",
+     "holds no response after the last '\\n\\nAssistant:' of the prompt"),
+])
+def test_hh_rows_without_a_shared_prompt_name_file_line_and_field(tmp_path, row, field, hint):
+    path = bad_row_file(tmp_path, row)
+    with pytest.raises(DataError) as info:
+        load_preferences(path)
+    assert str(info.value) == f"{path}:2: field '{field}' {hint}"
+
+
 def test_configurable_field_names(tmp_path):
     rows = [{"question": "q", "good": "g", "bad": "b", "gap": 0.5}]
     fields = PreferenceFields(prompt="question", chosen="good", rejected="bad", margin="gap")
@@ -506,3 +572,50 @@ def test_lone_surrogate_in_a_message_names_the_message(tmp_path):
     path.write_text('{"prompt": "p", "chosen": [{"role": "assistant", "content": "\\udfff"}], "rejected": "r"}\n')
     with raises_at(path, 1, "chosen[0].content"):
         load_preferences(path)
+
+
+# --- prompt rows with columns (the fields reward functions get) -------------------------------------------
+
+
+def test_prompt_rows_keep_every_other_field_in_file_order(tmp_path):
+    from rlhfkit.data.readers import load_prompt_rows
+
+    rows = [{"prompt": "2+2?", "answer": "4", "tests": [1, 2], "metadata": {"level": 1, "ok": True}},
+            {"prompt": [user("3+3?")], "answer": "6", "tests": [], "metadata": None}]
+    prompts, columns, report = load_prompt_rows(write_jsonl(tmp_path / "p.jsonl", rows))
+    assert prompts == ["2+2?", (user("3+3?"),)]
+    assert columns == [{"answer": "4", "tests": [1, 2], "metadata": {"level": 1, "ok": True}},
+                       {"answer": "6", "tests": [], "metadata": None}]
+    assert (report.rows_read, report.kept) == (2, 2)
+    # a CSV's cells are text; a Parquet's missing cell is null
+    pd.DataFrame({"q": ["a", "b"], "answer": [1.5, None]}).to_parquet(tmp_path / "p.parquet")
+    assert load_prompt_rows(tmp_path / "p.parquet", field="q")[1] == [{"answer": 1.5}, {"answer": None}]
+    (tmp_path / "p.csv").write_text("prompt,answer\nx,1\ny,\n")
+    assert load_prompt_rows(tmp_path / "p.csv")[1] == [{"answer": "1"}, {"answer": ""}]
+
+
+@pytest.mark.parametrize("rows, line, field, hint", [
+    ([{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": "2"}, {"prompt": "c"}], 3, "answer",
+     "is missing; the first row (line 1) has it"),
+    ([{"prompt": "a"}, {"prompt": "b", "answer": "2"}], 2, "answer", "is not in the first row (line 1)"),
+    ([{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": {"x": [1, float("nan")]}}], 2, "answer",
+     "holds nan, which JSON cannot hold"),
+    ([{"prompt": "a", "completions": "1"}], 1, "completions", "is a reserved name"),
+])
+def test_bad_prompt_row_columns_name_file_line_and_field(tmp_path, rows, line, field, hint):
+    from rlhfkit.data.readers import load_prompt_rows
+
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))  # json writes NaN as NaN
+    with raises_at(path, line, field) as info:
+        load_prompt_rows(path)
+    assert hint in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_value_json_cannot_hold_from_parquet_is_named(tmp_path):
+    from rlhfkit.data.readers import load_prompt_rows
+
+    pd.DataFrame({"prompt": ["a", "b"], "blob": [b"x", b"y"]}).to_parquet(tmp_path / "p.parquet")
+    with raises_at(tmp_path / "p.parquet", 1, "blob") as info:
+        load_prompt_rows(tmp_path / "p.parquet")
+    assert "holds a bytes, which JSON cannot hold" in str(info.value)

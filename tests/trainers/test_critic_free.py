@@ -178,6 +178,7 @@ LENGTHS = [8, 7, 8, 6, 1, 2, 1, 3]
 ADVANTAGES = torch.tensor([1.0, -0.5, 0.8, -1.2, 1.5, -1.0, 0.3, -0.7])
 COMBINATIONS = [(ratio, agg) for ratio in ("token", "sequence")
                 for agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")]
+COMBINATIONS.append(("gspo", "token_mean"))  # GSPO's loss is a mean over sequences, whatever loss_agg says
 
 
 def fixed_batch(vocab_size: int) -> Rollout:
@@ -254,6 +255,14 @@ def test_resume_equals_uninterrupted(tiny_llama, tmp_path):
     ({"ratio": "sequence", "kl_in": "reward", "kl_estimator": "k1", "clip_range_high": 0.28}, "clip_range_high"),
     ({"top_p": 0.9}, "generation.top_p"),
     ({"batch_size": 3, "group_size": 2, "num_minibatches": 4}, "num_minibatches"),
+    ({"policy_loss": "cispo", "ratio": "gspo"}, "policy_loss"),
+    ({"policy_loss": "cispo", "ratio": "sequence", "kl_in": "reward", "kl_estimator": "k1"}, "policy_loss"),
+    ({"ratio": "gspo", "advantage": "reinforce_pp", "kl_in": "reward", "kl_estimator": "k1"}, "ratio"),
+    ({"overlong_buffer": 49}, "overlong_buffer"),  # max_new_tokens 48
+    ({"overlong_penalty": 0.5}, "overlong_penalty"),
+    ({"dynamic_sampling": True, "advantage": "reinforce_pp", "kl_in": "reward", "kl_estimator": "k1"},
+     "dynamic_sampling"),
+    ({"dynamic_sampling_rounds": 2}, "dynamic_sampling_rounds"),
 ])
 def test_bad_combinations_are_refused_at_load(overrides, key, tmp_path):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
@@ -370,3 +379,207 @@ def test_a_python_reward_function_replaces_the_reward_model(tiny_llama, tmp_path
     assert all(s["score"] == 0.5 * len(s["response"]) for s in samples)
     assert main(["grpo", "--policy", tiny_llama, "--reward-fn", "nosuchmodule_xyz:f", "--prompts", "p",
                  "--output", str(out)]) == 2
+
+
+def test_verifiable_options_that_fit_together_load(tmp_path):
+    """GSPO takes ε_high and a KL loss; CISPO any loss_agg; the overlong buffer may be the whole budget."""
+    for overrides in ({"ratio": "gspo", "clip_range": 3e-4, "clip_range_high": 4e-4},
+                      {"policy_loss": "cispo", "clip_range_high": 4.0, "loss_agg": "seq_mean_token_sum_norm"},
+                      {"overlong_buffer": 48, "overlong_penalty": 0.5, "dynamic_sampling": True,
+                       "dynamic_sampling_rounds": 2}):
+        build(GRPOConfig, {"prompts": "p", "output": str(tmp_path), **overrides})
+
+
+# --- verifiable rewards: row fields for reward functions, GSPO, CISPO, DAPO's shaping and sampling -------
+
+ANSWER_MODULE = '''import json, zlib
+
+LOG = {log!r}
+
+
+def correct(prompts, completions, answer):  # a verifiable check: the row's answer vs the completion
+    with open(LOG, "a") as f:
+        f.write(json.dumps({{"prompts": prompts, "answer": answer}}) + "\\n")
+    return [float(c == a) for c, a in zip(completions, answer)]
+
+
+def plain(prompts, completions):  # two arguments: keeps working, gets no columns
+    return [float(len(c.split())) for c in completions]
+
+
+def by_answer(prompts, completions, **columns):  # a flat reward for the "flat" rows, a spread for the others
+    return [1.0 if a == "flat" else float(zlib.crc32(c.encode()) % 997) for c, a in zip(completions,
+                                                                                      columns["answer"])]
+'''
+
+
+def answer_rows(tmp_path, n=8):
+    """n prompts, each with an `answer` (flat for even rows) and a `meta` object; the reward module."""
+    rows = [{"prompt": f"the cat {i}", "answer": "flat" if i % 2 == 0 else f"ans{i}", "meta": {"i": i}}
+            for i in range(n)]
+    prompts = tmp_path / "answers.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    module = tmp_path / "checks.py"
+    module.write_text(ANSWER_MODULE.format(log=str(tmp_path / "calls.jsonl")))
+    return str(prompts), str(module), {r["prompt"]: r for r in rows}
+
+
+def test_reward_functions_get_each_rows_fields_aligned_with_its_k_completions(tiny_llama, tmp_path):
+    """`answer` reaches `correct(prompts, completions, answer)` as a list aligned with the completions: each
+    prompt's value repeated for its k = 3 completions; `plain(prompts, completions)` still scores; samples
+    record the row's fields."""
+    prompts, module, rows = answer_rows(tmp_path)
+    cfg = cf_cfg("grpo", tiny_llama, tmp_path, prompts=prompts, steps=2, batch_size=2, group_size=3,
+                 sample_every=1, reward_fn=[f"{module}:correct", f"{module}:plain"])
+    train_critic_free(cfg)
+    calls = [json.loads(x) for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 2
+    for call in calls:
+        assert len(call["prompts"]) == len(call["answer"]) == 6
+        assert call["answer"] == [rows[p]["answer"] for p in call["prompts"]]
+        assert all(len(set(call["prompts"][i:i + 3])) == 1 for i in (0, 3))  # a group's k copies together
+    assert all(f"rollout/reward/{module}:plain" in r for r in rows_of(tmp_path / "grpo"))
+    samples = [json.loads(x) for x in (tmp_path / "grpo" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["columns"] == {k: v for k, v in rows[s["prompt"]].items() if k != "prompt"} for s in samples)
+
+
+def test_a_bad_prompt_row_for_reward_functions_is_a_one_line_error(tiny_llama, tmp_path, capsys):
+    from rlhfkit.cli import main
+
+    _, module, _ = answer_rows(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "answer": "1"}\n{"prompt": "b", "answer": "2"}\n{"prompt": "c"}\n')
+    assert main(["grpo", "--policy", tiny_llama, "--reward-fn", f"{module}:plain", "--prompts", str(bad),
+                 "--output", str(tmp_path / "out"), "--batch-size", "2", "--group-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"rlhfkit grpo: error: {bad}:3: field 'answer' is missing; the first row (line 1) has it "
+                   "and every row must give the same columns (a reward function gets one value per "
+                   "completion)\n")
+
+
+def spy_steps(monkeypatch) -> list[Rollout]:
+    """The rollout each critic-free step trains on."""
+    seen, real = [], critic_free.critic_free_step
+    monkeypatch.setattr(critic_free, "critic_free_step",
+                        lambda cfg, state, roll, *rest: seen.append(roll) or real(cfg, state, roll, *rest))
+    return seen
+
+
+def test_dynamic_sampling_trains_only_on_groups_with_a_reward_spread(tiny_llama, tmp_path, monkeypatch):
+    """Half the rows score flat (every completion 1.0): without dynamic sampling some trained groups have zero
+    spread; with it, those groups are dropped and more prompts drawn until each batch holds 2 groups with a
+    spread (rollout/zero_spread_groups 0, rollout/groups_sampled > 2 on some step), each group whole."""
+    prompts, module, rows = answer_rows(tmp_path)
+    base = dict(prompts=prompts, steps=3, batch_size=2, group_size=3, reward_fn=[f"{module}:by_answer"])
+    train_critic_free(cf_cfg("grpo", tiny_llama, tmp_path / "off", **base))
+    assert max(r["rollout/zero_spread_groups"] for r in rows_of(tmp_path / "off" / "grpo")) > 0
+    seen = spy_steps(monkeypatch)
+    train_critic_free(cf_cfg("grpo", tiny_llama, tmp_path / "on", dynamic_sampling=True, **base))
+    metrics = rows_of(tmp_path / "on" / "grpo")
+    assert [r["rollout/zero_spread_groups"] for r in metrics] == [0.0] * 3
+    assert [r["rollout/groups_short"] for r in metrics] == [0.0] * 3
+    assert max(r["rollout/groups_sampled"] for r in metrics) > 2
+    assert sum(r["rollout/sampling_rounds"] for r in metrics) > 0
+    for roll in seen:
+        assert len(roll.prompts) == 6 and all(c["answer"] != "flat" for c in roll.columns)
+        assert all(len(set(roll.prompts[i:i + 3])) == 1 for i in (0, 3))
+        assert [rows[p]["answer"] for p in roll.prompts] == [c["answer"] for c in roll.columns]
+        assert roll.scores.view(2, 3).std(dim=1).min() > 0
+
+
+def test_dynamic_sampling_completes_a_short_batch_with_dropped_groups(tiny_llama, tmp_path, monkeypatch):
+    """Every row flat: no round finds a spread; after the last extra round the batch is the first groups drawn
+    (rollout/groups_short = batch_size), and training goes on."""
+    prompts, module, rows = answer_rows(tmp_path)
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps({**r, "answer": "flat"}) + "\n" for r in rows.values()))
+    seen = spy_steps(monkeypatch)
+    train_critic_free(cf_cfg("grpo", tiny_llama, tmp_path, prompts=str(flat), steps=1, batch_size=2,
+                             group_size=3, reward_fn=[f"{module}:by_answer"], dynamic_sampling=True,
+                             dynamic_sampling_rounds=2))
+    (r,) = rows_of(tmp_path / "grpo")
+    drawn = (r["rollout/groups_short"], r["rollout/sampling_rounds"], r["rollout/groups_sampled"])
+    assert drawn == (2.0, 2.0, 6.0)  # 1 + 2 rounds of 2 groups, none with a spread
+    assert r["rollout/zero_spread_groups"] == 1.0 and len(seen[0].prompts) == 6
+
+
+def test_dynamic_sampling_resume_equals_uninterrupted(tiny_llama, tmp_path):
+    """The prompt batches drawn (more than one a step) are in the checkpoint: a resumed run draws the same."""
+    prompts, module, _ = answer_rows(tmp_path)
+    base = dict(prompts=prompts, batch_size=2, group_size=3, reward_fn=[f"{module}:by_answer"],
+                dynamic_sampling=True, save_every=2, lr=1e-2)
+    train_critic_free(cf_cfg("grpo", tiny_llama, tmp_path / "a", steps=4, **base))
+    train_critic_free(cf_cfg("grpo", tiny_llama, tmp_path / "b", steps=2, **base))
+    train_critic_free(cf_cfg("grpo", tiny_llama, tmp_path / "b", steps=4, resume=True, **base))
+    a, b = rows_of(tmp_path / "a" / "grpo"), rows_of(tmp_path / "b" / "grpo")
+    # extra rounds before the checkpoint: a resume that drew from the step number would draw other prompts
+    assert [r["step"] for r in b] == [1, 2, 3, 4] and sum(r["rollout/sampling_rounds"] for r in a[:2]) > 0
+    for key in ("rollout/groups_sampled", "rollout/score_mean", "rollout/kl", "rl/policy_loss"):
+        assert [r[key] for r in a] == pytest.approx([r[key] for r in b], abs=1e-6), key
+
+
+def test_shaped_scores_add_the_overlong_term_and_the_missing_eos_penalty(tiny_llama, tmp_path):
+    """L_max 8, buffer 4 (penalty from 4 tokens), factor 2, missing-EOS penalty 0.5: lengths 3, 6, 8 (the last
+    without EOS): R_len = 0, (4 − 6)/4 = −0.5, (4 − 8)/4 = −1 → s = 1 + 0, 1 − 2·0.5, 1 − 2·1 − 0.5."""
+    cfg = cf_cfg("grpo", tiny_llama, tmp_path, group_size=3, batch_size=1, overlong_buffer=4,
+                 overlong_penalty=2.0, missing_eos_penalty=0.5)
+    mask = (torch.arange(8)[None] < torch.tensor([3, 6, 8])[:, None]).float()
+    roll = fake_rollout(torch.ones(3), torch.zeros(3, 8), torch.zeros(3, 8), mask)
+    roll.ended = torch.tensor([True, True, False])
+    assert critic_free.shaped_scores(cfg, roll).tolist() == pytest.approx([1.0, 0.0, -1.5])
+
+
+def test_overlong_shaping_is_logged_and_reaches_the_advantages(tiny_llama, tmp_path, monkeypatch):
+    """--overlong-buffer 8 = max_new_tokens: R_len = −|y|/8 for every response, logged unweighted as
+    rollout/reward/overlong; with a constant reward it alone spreads the groups."""
+    seen = spy_steps(monkeypatch)
+    cfg = cf_cfg("grpo", tiny_llama, tmp_path, steps=2, overlong_buffer=8, overlong_penalty=0.5)
+    train_critic_free(cfg, reward_model=WordReward("never-sampled"))
+    for roll, r in zip(seen, rows_of(tmp_path / "grpo")):
+        lengths = roll.mask.sum(1).tolist()
+        assert r["rollout/reward/overlong"] == pytest.approx(sum(-n / 8 for n in lengths) / len(lengths))
+        spread = [len(set(lengths[i:i + 4])) > 1 for i in range(0, len(lengths), 4)]
+        assert r["rollout/zero_spread_groups"] == pytest.approx(1 - sum(spread) / len(spread))
+
+
+@pytest.mark.parametrize("overrides", [{"ratio": "gspo"}, {"policy_loss": "cispo"},
+                                       {"ratio": "gspo", "kl_in": "reward", "kl_estimator": "k1"}])
+def test_gspo_and_cispo_at_lr0_have_ratio_one_and_no_clipping(overrides, tiny_llama, tmp_path):
+    cfg = cf_cfg("grpo", tiny_llama, tmp_path, steps=2, lr=0.0, temperature=0.7, num_iterations=2,
+                 clip_range=3e-4, clip_range_high=4e-4, **overrides)
+    train_critic_free(cfg, reward_model=WordReward())
+    for r in rows_of(tmp_path / "grpo"):
+        assert (r["rollout/kl"], r["rl/ratio"], r["rl/first_ratio"], r["rl/clipfrac"]) == (0.0, 1.0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("overrides", [{"ratio": "gspo", "clip_range": 3e-4, "clip_range_high": 4e-4},
+                                       {"policy_loss": "cispo", "clip_range": 3e-4, "clip_range_high": 4e-4}])
+def test_gspo_and_cispo_clip_on_the_second_pass_and_learn(overrides, tiny_llama, tmp_path):
+    """Two passes per batch with GSPO's ε (3e-4 / 4e-4): the second pass clips (whole sequences for GSPO,
+    importance weights for CISPO, whose clipped tokens keep their gradient); both learn the word reward."""
+    cfg = cf_cfg("grpo", tiny_llama, tmp_path, steps=12, batch_size=4, lr=3e-2, use_lora=False, kl_coef=0.01,
+                 num_iterations=2, **overrides)
+    train_critic_free(cfg, reward_model=WordReward("good", "great", "nice", "happy"))
+    rows = rows_of(tmp_path / "grpo")
+    assert all(r["rl/first_ratio"] == pytest.approx(1.0, abs=1e-6) for r in rows)
+    assert max(r["rl/clipfrac"] for r in rows) > 0.1
+    first, last = rows[0]["rollout/score_mean"], sum(r["rollout/score_mean"] for r in rows[-3:]) / 3
+    assert last > first + 1.0, (first, last)
+
+
+def test_dynamic_sampling_on_two_processes_runs_the_same_rounds(tiny_llama, tmp_path):
+    """`accelerate launch`, 2 CPU processes, one prompt each per step: one process may find a spread while the
+    other draws again; the rounds are decided together (a gathered flag), so both finish, and every trained
+    group has a spread."""
+    from tests.test_distributed import launch, run
+
+    prompts, module, _ = answer_rows(tmp_path)
+    out = tmp_path / "two"
+    run(launch("-m", "rlhfkit", "grpo", "--policy", tiny_llama, "--reward-fn", f"{module}:by_answer",
+               "--prompts", prompts, "--output", str(out), "--steps", "3", "--batch-size", "1",
+               "--group-size", "3", "--max-new-tokens", "6", "--dtype", "fp32", "--dynamic-sampling"))
+    metrics = rows_of(out)
+    assert [r["rollout/zero_spread_groups"] for r in metrics] == [0.0] * 3
+    assert sum(r["rollout/sampling_rounds"] for r in metrics) > 0
+    state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
+    assert state["prompt_batches"] == 3 + sum(r["rollout/sampling_rounds"] for r in metrics)

@@ -212,3 +212,20 @@ def test_step0_check_tolerance_follows_the_dtype(caplog):
         assert not caplog.records
         check_step0(metrics, 0.1, "fp32")
     assert len(caplog.records) == 1 and "0.200 nats" in caplog.records[0].getMessage()
+
+
+def test_dpo_cli_trains_on_hh_rows(tiny_llama, tmp_path, capsys):
+    """`rlhfkit dpo` reads Anthropic HH rows (multi-turn conversations as text, no prompt field) as they are."""
+    rng = random.Random(0)
+    rows = []
+    for _ in range(16):
+        turns = [f"\n\n{role}: {' '.join(rng.sample(FILLER, 2))}" for role in ("Human", "Assistant", "Human")]
+        shared, reply = "".join(turns), " ".join(rng.sample(FILLER, 3))
+        rows.append({"chosen": f"{shared}\n\nAssistant: {reply} good",
+                     "rejected": f"{shared}\n\nAssistant: {reply} bad"})
+    data = tmp_path / "hh.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["dpo", "--policy", tiny_llama, "--data", str(data), "--output", str(tmp_path / "o"),
+                 "--epochs", "1", "--eval-fraction", "0.25", "--max-length", "64"]) == 0
+    assert "held-out reward accuracy" in capsys.readouterr().out
+    assert (tmp_path / "o" / "policy").is_dir()

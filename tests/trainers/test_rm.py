@@ -155,3 +155,29 @@ def test_rm_skips_a_non_finite_batch(tiny_bert, tmp_path, monkeypatch):
     assert rows[2]["rm/lr"] == rows[3]["rm/lr"] != rows[1]["rm/lr"]  # nor a schedule step (linear decay)
     assert all(torch.isfinite(w).all() for w in saved_weights(cfg).values())
     assert final["eval_loss"] < 0.69  # and it kept learning from the other batches
+
+
+def write_hh_pairs(path, n, seed):
+    """Anthropic HH rows (whole conversations as text, no prompt field): two turns of filler, then the last
+    reply ends with a positive word in chosen and a negative one in rejected."""
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            history = [" ".join(rng.sample(FILLER, 2)) for _ in range(3)]  # human, assistant, human
+            roles = ("Human", "Assistant", "Human")
+            shared = "".join(f"\n\n{role}: {text}" for role, text in zip(roles, history))
+            reply = " ".join(rng.sample(FILLER, 3))
+            f.write(json.dumps({"chosen": f"{shared}\n\nAssistant: {reply} {rng.choice(POSITIVE)}",
+                                "rejected": f"{shared}\n\nAssistant: {reply} {rng.choice(NEGATIVE)}"}) + "\n")
+    return str(path)
+
+
+def test_rm_cli_trains_on_hh_rows(tiny_bert, tmp_path, capsys):
+    """`rlhfkit rm` reads HH rows as they are (the prompt is the shared conversation) and learns from them."""
+    train = write_hh_pairs(tmp_path / "hh.jsonl", 128, seed=0)
+    assert main(["rm", "--data", train, "--base", tiny_bert, "--output", str(tmp_path / "rm"),
+                 "--epochs", "2", "--lr", "3e-3", "--seed", "1"]) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
+    assert main(["score", "--model", str(tmp_path / "rm"), "--data", train, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 128 and result["accuracy"] > 0.9  # every row kept; the reply's last word learned
