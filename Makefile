@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo demo-quick test test-fast lint
+.PHONY: setup demo demo-quick test test-fast lint docs
 setup:
 	@bash scripts/setup.sh
 
@@ -21,3 +21,6 @@ test-fast: setup
 
 lint: setup
 	.venv/bin/ruff check rlhfkit tests bench
+
+docs: setup  # the documentation site, into site/ (a broken link or a page missing from the nav fails it)
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict

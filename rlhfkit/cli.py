@@ -98,6 +98,29 @@ def run_demo(cfg: C.DemoConfig) -> None:
           f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output}/report.html")
 
 
+def run_task_demo(cfg: C.TaskDemoConfig) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rlhfkit.task_demo import run_task_demo as task_demo
+
+    summary = task_demo(cfg)
+    k = summary["k"]
+    table = Table(title=f"rlhfkit task-demo {summary['task']}: held-out problems "
+                        f"(n={summary['n_heldout_problems']}, {k} samples each)")
+    for col in ("policy", "pass@1 [95% CI]", f"pass@{k}", "format failures", "KL to start (nats)", "length"):
+        table.add_column(col)
+    for name, m in summary["methods"].items():
+        low, high = m["pass1_ci95"]
+        table.add_row(name, f"{m['pass1']:.1%} [{low:.1%}, {high:.1%}]", f"{m['pass_k']:.1%}",
+                      f"{m['format_failure']:.1%}", f"{m['kl']:.2f}", f"{m['response_len']:.1f}")
+    Console().print(table)
+    low, high = summary["pass1_delta_ci95"]
+    print(f"pass@1 {summary['pass1_sft']:.1%} -> {summary['pass1_rl']:.1%} "
+          f"(delta 95% CI [{low:+.1%}, {high:+.1%}]) at KL {summary['kl_rl']:.2f} nats; "
+          f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output_dir}/report.html")
+
+
 def run_eval(cfg: C.EvalConfig) -> None:
     summary = api.evaluate(cfg)
     print_methods_table(summary, f"rlhfkit eval (n={summary['n_eval_prompts']})")
@@ -143,6 +166,8 @@ def run_env(cfg: C.EnvConfig) -> None:
 COMMANDS = {
     "env": (C.EnvConfig, run_env, "versions, devices, precision picked here (for bug reports)"),
     "demo": (C.DemoConfig, run_demo, "the whole RLHF loop on the embedded models, with a report"),
+    "task-demo": (C.TaskDemoConfig, run_task_demo, "RL with a verifiable reward on a built-in task, with a "
+                                                   "report"),
     "sft": (C.SFTConfig, run_sft, "supervised fine-tuning on demonstrations"),
     "rm": (C.RMConfig, run_rm, "train a Bradley–Terry reward model on preference pairs"),
     "score": (C.ScoreConfig, run_score, "score responses or a preference file with a reward model"),

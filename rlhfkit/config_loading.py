@@ -228,18 +228,38 @@ def load_yaml(path: str) -> dict[str, Any]:
     return _flatten(data)
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per leaf field (--optim.lr, and --lr where unique); defaults stay in the dataclass."""
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One leaf field of a config as a command option: what `--help` and the docs' option tables show."""
+
+    flags: list[str]  # --optim.lr, then --lr where the leaf name is unique, then declared aliases (--lora)
+    key: str  # the dotted key of YAML and the Python API: optim.lr
+    type: Any  # the annotation
+    default: Any  # with the command's own group defaults (DPO's optim.lr is 1e-4)
+    help: str
+
+
+def options(cls: type) -> list[Option]:
+    """Every option of `cls` in field order; `add_arguments` and docs/hooks/options.py both read it."""
     short = {v: k for k, v in _short_names(cls).items()}
     aliases = _aliases(cls)
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config; flags override it")
+    out = []
     for key, tp, f in _leaf_fields(cls):
-        base, _ = _base_type(tp)
-        names = [f"--{key.replace('_', '-')}"]
+        flags = [f"--{key.replace('_', '-')}"]
         if key in short:
-            names.append(f"--{short[key].replace('_', '-')}")
-        names += [f"--{a}" for a in f.metadata.get("aliases", ()) if aliases.get(a) == key]
-        help_text = f"{f.metadata.get('help', '')} (default: {_default(cls, key)})"
+            flags.append(f"--{short[key].replace('_', '-')}")
+        flags += [f"--{a}" for a in f.metadata.get("aliases", ()) if aliases.get(a) == key]
+        out.append(Option(flags, key, tp, _default(cls, key), f.metadata.get("help", "")))
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per leaf field (--optim.lr, and --lr where unique); defaults stay in the dataclass."""
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML config; flags override it")
+    for option in options(cls):
+        key, names = option.key, option.flags
+        base, _ = _base_type(option.type)
+        help_text = f"{option.help} (default: {option.default})"
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)

@@ -213,8 +213,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def make_summary(cfg: DemoConfig, prefs: dict, rm: dict, methods: dict, timings: dict) -> dict:
-    """summary.json: the documented top-level figures (README "summary.json"), copied from the evaluation's
-    per-method statistics (`<figure>_sft` from methods["sft"], `<figure>_rlhf` from the first method trained:
+    """summary.json: the documented top-level figures (docs/guide/demo.md "summary.json"), copied from the
+    evaluation's per-method statistics (`<figure>_sft` from methods["sft"], `<figure>_rlhf` from the first method trained:
     PPO when it ran)."""
     sft, ppo = methods["sft"], methods[cfg.algos[0]]
     return {

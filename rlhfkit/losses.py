@@ -184,13 +184,16 @@ def kl_shaped_rewards(
 
     Args:
         scores: [B] reward-model scores s. logprobs, ref_logprobs: [B, T]. mask: [B, T], right-padded,
-            at least one response token per row. kl_coef: β. kind: KL estimator, see `kl_penalty`.
+            at least one response token per row; it may have gaps (a multi-turn episode's environment
+            turns): the score goes to the last policy token all the same. kl_coef: β. kind: KL estimator,
+            see `kl_penalty`.
     Returns:
         (rewards [B, T], kl [B, T]); both 0.0 where mask is 0.
     """
     kl = kl_penalty(logprobs, ref_logprobs, kind) * mask  # [B, T]
     rewards = -kl_coef * kl  # [B, T]
-    last_index = mask.sum(dim=1).long() - 1  # [B]  right padding: the last mask=1 position
+    positions = torch.arange(mask.shape[1], device=mask.device)  # [T]
+    last_index = (positions * (mask > 0)).amax(dim=1)  # [B]  the last mask=1 position
     rewards = rewards.scatter_add(1, last_index[:, None], scores[:, None].to(rewards.dtype))  # [B, T]
     return rewards, kl
 
@@ -203,10 +206,13 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
 
     δ_t = r_t + γ V_{t+1} − V_t, with V = 0 after the last response token;
     A_t = δ_t + γλ A_{t+1};  R_t = A_t + V_t.
+    t + 1 is the next position with mask 1: masked positions are skipped (padding after the last token; in a
+    multi-turn episode the environment's tokens between two policy turns, which are no actions), so each
+    policy token bootstraps from the next policy token's value.
 
     Args:
         rewards: [B, T] per-token rewards r_t. values: [B, T] V(s_t) from the rollout critic.
-        mask: [B, T], right-padded; rows may have different lengths. gamma: γ. lam: λ.
+        mask: [B, T], right-padded; rows may have different lengths and gaps. gamma: γ. lam: λ.
     Returns:
         (advantages [B, T], returns [B, T]), both 0.0 where mask is 0. Call on rollout tensors
         (no grad): nothing here is detached.
@@ -215,13 +221,16 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     next_value = torch.zeros_like(values[:, 0])  # [B]  V_T = 0
     next_advantage = torch.zeros_like(values[:, 0])  # [B]  A_T = 0
     advantages_reversed = []
-    # Reverse loop over time, t = T-1 .. 0. Multiplying by mask_t zeroes A_t on padding, so every row
-    # enters its last real token with A_{t+1} = 0 and V_{t+1} = 0, whatever its length.
+    # Reverse loop over time, t = T-1 .. 0. A masked position keeps (V_{t+1}, A_{t+1}) as they are for the
+    # policy token before it and stores A_t = 0: every row enters its last real token with A_{t+1} = 0 and
+    # V_{t+1} = 0, whatever its length, and a gap (an environment turn) is passed over.
     for t in reversed(range(rewards.shape[1])):
         delta = rewards[:, t] + gamma * next_value - values[:, t]  # [B]
-        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]  # [B]
-        next_value = values[:, t]  # [B]
-        advantages_reversed.append(next_advantage)
+        advantage = delta + gamma * lam * next_advantage  # [B]
+        counts = mask[:, t] > 0  # [B]
+        next_advantage = torch.where(counts, advantage, next_advantage)  # [B]
+        next_value = torch.where(counts, values[:, t], next_value)  # [B]
+        advantages_reversed.append(advantage * mask[:, t])  # [B]
     advantages = torch.stack(advantages_reversed[::-1], dim=1)  # [B, T]
     returns = advantages + values  # [B, T]  both terms already 0 on padding
     return advantages, returns
@@ -839,9 +848,11 @@ class AdaptiveKLController:
         self.value *= 1 + error * n_steps / self.horizon
 
     def state_dict(self) -> dict[str, float]:
+        """β, the target and the horizon, for the checkpoint's trainer_state.json."""
         return {"value": self.value, "target": self.target, "horizon": self.horizon}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore what `state_dict` saved (an exact resume continues the same β)."""
         self.value = state["value"]
         self.target = state["target"]
         self.horizon = state["horizon"]
@@ -857,7 +868,9 @@ class FixedKLController:
         """No-op: β stays fixed."""
 
     def state_dict(self) -> dict[str, float]:
+        """β, for the checkpoint's trainer_state.json."""
         return {"value": self.value}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore what `state_dict` saved."""
         self.value = state["value"]

@@ -253,6 +253,17 @@ def _import(spec: RewardSpec, key: str):
     return module
 
 
+def import_object(module: str, name: str, key: str):
+    """The attribute `name` of `module` (a dotted module name or a .py path), imported as the reward
+    functions are (`--env`'s class uses it). Raises ConfigError naming `key`: the module cannot be imported
+    (and why) or has no such attribute."""
+    spec = RewardSpec(module, name)
+    found = _import(spec, key)
+    if not hasattr(found, name):
+        raise ConfigError(f"config key {key!r}: {module!r} has no attribute {name!r}")
+    return getattr(found, name)
+
+
 def make_reward(reward_model, reward_fns: Sequence[str] = (), key: str = "reward_fn",
                 callables: Mapping[str, Callable] | None = None):
     """The reward a trainer scores with: the RM, the reward functions, or both summed (RM weight 1).

@@ -1,6 +1,6 @@
-"""Rollouts: sample responses, then per-token log-probs (policy and reference, same temperature), values and
-reward-model scores. Shared by PPO and evaluation (and the critic-free methods, with DAPO's dynamic sampling).
-No optimiser here."""
+"""Rollouts: sample responses (single-turn, or multi-turn episodes with an environment: `run_episodes`), then
+per-token log-probs (policy and reference, same temperature), values and reward-model scores. Shared by PPO
+and evaluation (and the critic-free methods, with DAPO's dynamic sampling). No optimiser here."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import torch
 
 from rlhfkit import engine, rewards
-from rlhfkit.data.collate import template_prompts
+from rlhfkit.data.collate import template_env_turn, template_prompts
 from rlhfkit.data.readers import Prompt, prompt_text
+from rlhfkit.envs import SingleTurn
+from rlhfkit.errors import ConfigError
 from rlhfkit.models.load import reference_mode
 from rlhfkit.models.policy import response_logprobs
 
@@ -23,7 +25,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Rollout:
-    """One batch of experience. Response tensors are [B, T], right-padded; `mask` is 1 up to and incl. EOS."""
+    """One batch of experience. Response tensors are [B, T], right-padded; `mask` is 1 up to and incl. EOS
+    (in a multi-turn episode: on the tokens of every policy turn, 0 on the environment's turns between them)."""
 
     prompts: list[Prompt]
     query_ids: torch.Tensor  # [B, P] left-padded
@@ -44,6 +47,10 @@ class Rollout:
     # verifiable reward checks), repeated with the prompt: what the reward functions were given
     columns: list[dict] | None = None
     reward_terms: dict[str, torch.Tensor] | None = None  # {name: [B]} each summed reward term, unweighted
+    # multi-turn episodes (`run_episodes`): the response block is the rest of the conversation, `mask` 1 on
+    # the policy's own sampled tokens only; `responses` holds each episode's last assistant message
+    turns: torch.Tensor | None = None  # [B] float: policy turns played
+    conversations: list[list[dict]] | None = None  # [B] the messages, reset's first, the last assistant's last
     timings: dict[str, float] = field(default_factory=dict)
     sampling: dict[str, float] = field(default_factory=dict)  # how the batch was drawn (dynamic sampling)
 
@@ -166,13 +173,35 @@ def own_generation_config(lm, config):
 
 
 def is_partitioned(lm) -> bool:
-    """Whether `lm`'s weights are split over processes by DeepSpeed ZeRO-3 (placeholders with a `ds_id`):
-    every forward then gathers them with a collective, so all processes must run the same number of decoding
-    steps (`generate(synced_gpus=True)` keeps stepping a process whose rows have all ended)."""
+    """Whether `lm`'s weights are split over processes by DeepSpeed ZeRO-3 (placeholders with a `ds_id`) or
+    FSDP2 (DTensors, with a `device_mesh`): every forward then gathers them with a collective, so all
+    processes must run the same number of decoding steps (`generate(synced_gpus=True)` keeps stepping a
+    process whose rows have all ended)."""
     import torch.distributed as dist
 
     return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-            and any(hasattr(p, "ds_id") for p in lm.parameters()))
+            and any(hasattr(p, "ds_id") or hasattr(p, "device_mesh") for p in lm.parameters()))
+
+
+@contextlib.contextmanager
+def whole_for_sampling(model):
+    """FSDP2: gather the root's own shard group (embeddings, final norm, LM head) for sampling and the LoRA
+    reference pass, which call the policy inside the prepared model directly, so the root's forward hooks
+    that would gather them never run; each decoder layer still gathers and frees itself in its own hooks.
+    Anything else: nothing to do."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    # the root's first forward would set it up as the root (its layers then never act as roots of their own);
+    # sampling comes before any such forward, so do that set-up here (torch 2.13 has no public call for it)
+    model._get_fsdp_state()._lazy_init()
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def hf_generate(lm, tokenizer, query_ids: torch.Tensor, query_mask: torch.Tensor, gen_cfg,
@@ -225,7 +254,17 @@ def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: b
     query_ids, query_mask = encode_prompts(tokenizer, prompts, use_chat_template)
     device = next(lm.parameters()).device
     query_ids, query_mask = query_ids.to(device), query_mask.to(device)
-    sample_logprobs = None
+    response_ids, mask, ended, sample_logprobs = sample_ids(lm, tokenizer, query_ids, query_mask, gen_cfg,
+                                                            sampler_logprobs)
+    return Rollout(list(prompts), query_ids, query_mask, response_ids, mask, decode_responses(tokenizer, response_ids),
+                   ended, sample_logprobs=sample_logprobs)
+
+
+def sample_ids(lm, tokenizer, query_ids: torch.Tensor, query_mask: torch.Tensor, gen_cfg,
+               sampler_logprobs: bool = False):
+    """`generate`'s sampling on token ids: responses to left-padded queries [B, P] from the engine (or
+    `hf_generate`), cut after the first EOS. Returns (response_ids [B, T] (pad after EOS), mask [B, T],
+    ended [B], the sampler's log-probs [B, T] (0 after EOS) or None)."""
     if uses_engine(lm, gen_cfg):
         response_ids, sample_logprobs = engine.sampler_for(lm, getattr(gen_cfg, "engine_lora", "merged")).sample(
             query_ids, query_mask, temperature=gen_cfg.temperature, max_new_tokens=gen_cfg.max_new_tokens,
@@ -237,10 +276,108 @@ def generate(lm, tokenizer, prompts: list[Prompt], gen_cfg, use_chat_template: b
     response_ids = torch.where(mask.bool(), response_ids, tokenizer.pad_token_id)  # nothing after EOS
     if sample_logprobs is not None:
         sample_logprobs = torch.where(mask.bool(), sample_logprobs, 0.0)  # [B, T]: 0 after EOS, as the engine's
-    texts = tokenizer.batch_decode(torch.where(response_ids == tokenizer.eos_token_id, tokenizer.pad_token_id,
-                                               response_ids), skip_special_tokens=True)
-    return Rollout(list(prompts), query_ids, query_mask, response_ids, mask, texts, ended,
-                   sample_logprobs=sample_logprobs)
+    return response_ids, mask, ended, sample_logprobs
+
+
+def decode_responses(tokenizer, response_ids: torch.Tensor) -> list[str]:
+    """The text of each response [B, T] before its EOS (special tokens and padding dropped)."""
+    return tokenizer.batch_decode(torch.where(response_ids == tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                              response_ids), skip_special_tokens=True)
+
+
+def left_pad(rows: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows of different lengths as left-padded ids [B, L] and attention mask [B, L]."""
+    width = max(len(row) for row in rows)
+    ids = rows[0].new_full((len(rows), width), pad_id)  # [B, L]
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=rows[0].device)  # [B, L]
+    for k, row in enumerate(rows):
+        ids[k, width - len(row):], mask[k, width - len(row):] = row, 1
+    return ids, mask
+
+
+def stack_pieces(pieces: list[list[tuple]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each episode's (ids [L], is the policy's, sampler log-probs [L]) pieces, in order, as right-padded
+    response_ids [B, T], mask [B, T] (1.0 on the policy's pieces) and sampler log-probs [B, T]."""
+    width = max(sum(len(piece[0]) for piece in episode) for episode in pieces)
+    first = pieces[0][0][0]
+    response_ids = first.new_full((len(pieces), width), pad_id)  # [B, T]
+    mask = torch.zeros(len(pieces), width, device=first.device)  # [B, T]
+    sample_logprobs = torch.zeros(len(pieces), width, device=first.device)  # [B, T]
+    for i, episode in enumerate(pieces):
+        t = 0
+        for piece_ids, is_policy, piece_logprobs in episode:
+            response_ids[i, t:t + len(piece_ids)] = piece_ids
+            mask[i, t:t + len(piece_ids)] = float(is_policy)
+            sample_logprobs[i, t:t + len(piece_ids)] = piece_logprobs
+            t += len(piece_ids)
+    return response_ids, mask, sample_logprobs
+
+
+@torch.no_grad()
+def run_episodes(lm, tokenizer, prompts: list[Prompt], gen_cfg, *, columns: list[dict] | None = None,
+                 make_env: Callable = SingleTurn, max_turns: int = 1,
+                 use_chat_template: bool = True) -> tuple[Rollout, list[float]]:
+    """One episode per prompt with a fresh environment each (`rlhfkit.envs`), played together: each turn,
+    every episode still running samples its next assistant message in one batched sampler call
+    (`sample_ids`: the engine of single-turn sampling) on its whole conversation so far as token ids, then
+    its environment steps; an episode ends when its environment says done or after `max_turns` policy turns.
+
+    Tokens: the query is reset's messages templated (`encode_prompts`); the response block is the rest of
+    the conversation, each policy turn's sampled ids as they were drawn (up to and incl. EOS; mask 1, the
+    sampler's log-probs kept) and, between turns, `collate.template_env_turn`'s text tokenised (the
+    observation and the template's tokens around it; mask 0, sampler log-prob 0). The next turn is sampled
+    on exactly these ids, so the trainer's forward over the block sees what the sampler saw. With
+    SingleTurn (no --env) this is `generate`: one call, the same query and response tensors.
+
+    Args: columns: [B] each prompt row's other fields (reset gets {"prompt": prompt, **columns}).
+    Returns: (roll with responses = each episode's last assistant message, turns and conversations;
+        each episode's summed step rewards [B])."""
+    rows = [{**row, "prompt": prompt} for prompt, row in zip(prompts, columns or [{}] * len(prompts))]
+    envs = [make_env() for _ in rows]
+    conversations = [list(env.reset(row)) for env, row in zip(envs, rows)]
+    query_ids, query_mask = encode_prompts(tokenizer, [tuple(m) for m in conversations], use_chat_template)
+    device = next(lm.parameters()).device
+    query_ids, query_mask = query_ids.to(device), query_mask.to(device)
+    if max_turns > 1 and is_partitioned(lm):  # processes would run different numbers of sampler calls
+        raise ConfigError("config key 'max_turns': multi-turn episodes with weights split over processes "
+                          "(DeepSpeed ZeRO-3, FSDP2) are not supported (their generate needs every process in "
+                          "every call); use ZeRO-2 or DDP")
+    n = len(rows)
+    pieces = [[] for _ in range(n)]  # per episode: (ids [L], is the policy's, sampler log-probs [L]) in order
+    step_rewards, turns, ended, last = [0.0] * n, [0] * n, [False] * n, [""] * n
+    active = list(range(n))
+    for turn in range(max_turns):
+        if turn == 0:
+            ids, mask = query_ids, query_mask
+        else:  # prompt and conversation so far, unpadded, then left-padded again
+            ids, mask = left_pad([torch.cat([query_ids[i][query_mask[i].bool()], *(p[0] for p in pieces[i])])
+                                  for i in active], tokenizer.pad_token_id)  # [A, L] each
+        response_ids, turn_mask, turn_ended, turn_logprobs = sample_ids(lm, tokenizer, ids, mask, gen_cfg,
+                                                                        sampler_logprobs=True)  # [A, T] ...
+        texts = decode_responses(tokenizer, response_ids)
+        still = []
+        for j, i in enumerate(active):
+            length = int(turn_mask[j].sum())
+            pieces[i].append((response_ids[j, :length], True, turn_logprobs[j, :length]))
+            observation, reward, done = envs[i].step(list(conversations[i]), texts[j])
+            conversations[i].append({"role": "assistant", "content": texts[j]})
+            step_rewards[i] += float(reward)
+            turns[i], ended[i], last[i] = turns[i] + 1, bool(turn_ended[j]), texts[j]
+            if not done and turn + 1 < max_turns:
+                observation = list(observation or [])
+                text = template_env_turn(tokenizer, conversations[i][:-1], observation, ended[i], use_chat_template)
+                env_ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+                pieces[i].append((env_ids.to(device), False, torch.zeros(len(env_ids), device=device)))
+                conversations[i] += observation
+                still.append(i)
+        active = still
+        if not active:
+            break
+    response_ids, policy_mask, sample_logprobs = stack_pieces(pieces, tokenizer.pad_token_id)  # [B, T] each
+    roll = Rollout(list(prompts), query_ids, query_mask, response_ids, policy_mask, last,
+                   torch.tensor(ended, device=device), sample_logprobs=sample_logprobs,
+                   turns=torch.tensor(turns, dtype=torch.float32, device=device), conversations=conversations)
+    return roll, step_rewards
 
 
 @torch.no_grad()
@@ -259,18 +396,29 @@ def reference_logprobs(actor_critic, ref_lm, roll: Rollout, temperature: float) 
 
 def sample_and_score(lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg, *,
                      columns: list[dict] | None = None, use_chat_template: bool = True,
-                     autocast=contextlib.nullcontext) -> Rollout:
-    """1. sample y ~ π(·|x); 2. score r(x, y): `rewards.score_completions`, which gives reward functions each
-    prompt's `columns` ([B] {name: value}, kept in `roll.columns`) and keeps each term in `roll.reward_terms`.
+                     autocast=contextlib.nullcontext, make_env: Callable | None = None,
+                     max_turns: int = 1) -> Rollout:
+    """1. sample y ~ π(·|x): `run_episodes` with `make_env`'s environments (None: `envs.SingleTurn`, one
+    completion per prompt); 2. score: the episode's summed step rewards (logged as the term "env" when
+    `make_env` is given) plus `rewards.score_completions` on its last assistant message when `reward_model`
+    (an RM, reward functions or both) is not None, which gives reward functions each prompt's `columns`
+    ([B] {name: value}, kept in `roll.columns`) and keeps each term in `roll.reward_terms`.
     No log-probs of the trainer yet; `roll.timings` holds the time of both."""
     t0 = time.perf_counter()
     with autocast():
-        roll = generate(lm, tokenizer, prompts, gen_cfg, use_chat_template, sampler_logprobs=True)
+        roll, step_rewards = run_episodes(lm, tokenizer, prompts, gen_cfg, columns=columns,
+                                          make_env=make_env or SingleTurn, max_turns=max_turns,
+                                          use_chat_template=use_chat_template)
     t1 = time.perf_counter()
-    with autocast():
-        texts = [prompt_text(p) for p in prompts]
-        scores, terms = rewards.score_completions(reward_model, texts, roll.responses,
-                                                  rewards.columns_of(columns or []))
+    scores, terms = step_rewards, {}
+    if reward_model is not None:
+        with autocast():
+            texts = [prompt_text(p) for p in prompts]
+            scored, terms = rewards.score_completions(reward_model, texts, roll.responses,
+                                                      rewards.columns_of(columns or []))
+        scores = [step + score for step, score in zip(step_rewards, scored)]  # 0 + s = s without an env
+    if make_env is not None:
+        terms = {"env": step_rewards, **terms}
     device = roll.response_ids.device
     roll.scores = torch.tensor(scores, dtype=torch.float32, device=device)  # [B]
     roll.reward_terms = {name: torch.tensor(values, dtype=torch.float64, device=device)  # [B] each
@@ -282,25 +430,30 @@ def sample_and_score(lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg
 
 def collect_rollout(actor_critic, ref_lm, tokenizer, reward_model, prompts: list[Prompt], gen_cfg, *,
                     columns: list[dict] | None = None, use_chat_template: bool = True,
-                    autocast=contextlib.nullcontext, old_logprobs: bool = True, refill=None) -> Rollout:
-    """1. sample y ~ π(·|x); 2. score r_φ(x, y) (reward functions also get each prompt's `columns`);
-    3. log π_old, log π_ref and V_old, all without gradients.
+                    autocast=contextlib.nullcontext, old_logprobs: bool = True, refill=None,
+                    make_env: Callable | None = None, max_turns: int = 1) -> Rollout:
+    """1. sample y ~ π(·|x) (multi-turn episodes with `make_env`, `sample_and_score`); 2. score r_φ(x, y)
+    (reward functions also get each prompt's `columns`); 3. log π_old, log π_ref and V_old, all without
+    gradients.
     `refill(roll) -> Rollout`, between scoring and the log-prob passes: DAPO's dynamic sampling
     (`trainers/online.py`) drops groups there and adds more sampled and scored ones, so the log-probs are
     computed once, on the batch that trains.
     `old_logprobs=False` (a critic-free step with one update per batch): no pass for log π_old (left None; the
     update's own forward gives it, `trainers/critic_free.py`)."""
-    roll = sample_and_score(actor_critic.lm, tokenizer, reward_model, prompts, gen_cfg, columns=columns,
-                            use_chat_template=use_chat_template, autocast=autocast)
-    if refill is not None:
-        roll = refill(roll)
+    with whole_for_sampling(actor_critic):
+        roll = sample_and_score(actor_critic.lm, tokenizer, reward_model, prompts, gen_cfg, columns=columns,
+                                use_chat_template=use_chat_template, autocast=autocast, make_env=make_env,
+                                max_turns=max_turns)
+        if refill is not None:
+            roll = refill(roll)
     t2 = time.perf_counter()
     with torch.no_grad(), autocast():
         if old_logprobs:
             roll.logprobs, roll.values, _ = actor_critic(
                 roll.input_ids, roll.attention_mask, roll.query_ids.shape[1], roll.response_ids, gen_cfg.temperature
             )
-        roll.ref_logprobs = reference_logprobs(actor_critic, ref_lm, roll, gen_cfg.temperature)
+        with whole_for_sampling(actor_critic):  # with LoRA the reference is the policy inside, adapters off
+            roll.ref_logprobs = reference_logprobs(actor_critic, ref_lm, roll, gen_cfg.temperature)
     roll.timings["time/logprobs_s"] = time.perf_counter() - t2
     return roll
 

@@ -20,8 +20,8 @@ def test_help_lists_every_leaf_option(command, capsys):
         assert field.metadata.get("help"), f"{key} has no help text"
 
 
-NEWCOMER_ORDER = ["env", "demo", "sft", "rm", "score", "ppo", "grpo", "rloo", "reinforce-pp", "dpo", "eval",
-                  "bon", "frontier"]
+NEWCOMER_ORDER = ["env", "demo", "task-demo", "sft", "rm", "score", "ppo", "grpo", "rloo", "reinforce-pp", "dpo",
+                  "eval", "bon", "frontier"]
 
 
 def test_top_level_help_lists_the_commands_one_line_each_in_a_newcomers_order(capsys, monkeypatch):

@@ -119,7 +119,7 @@ def test_full_ppo_under_zero3_keeps_the_frozen_reference_and_reward_model_whole(
     assert ddp["rollout/kl"] != 0 and abs(ddp["rollout/kl"] - z3["rollout/kl"]) < 1e-5  # the reference's log-probs
 
 
-def kill_after_checkpoint(cmd: list[str], out: Path, step_key: str, timeout_s: float = 240) -> dict:
+def kill_after_checkpoint(cmd: list[str], out: Path, step_key: str, timeout_s: float = 600) -> dict:
     """Start `cmd` (a launcher and its workers, in a session of their own) and SIGKILL the whole group once a
     checkpoint with `step_key` >= 1 exists; return that checkpoint's trainer state."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

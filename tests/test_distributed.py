@@ -1,6 +1,6 @@
 """Scale-out: two CPU processes (gloo) under `accelerate launch` give the same reward model as one process;
-the example accelerate configs; FSDP refused where accelerate would silently not shard (DeepSpeed on CPU
-processes: tests/test_deepspeed.py); saving a
+the example accelerate configs; FSDP1 refused where accelerate would silently not shard (FSDP2 and DeepSpeed
+on CPU processes: tests/test_fsdp2_cpu.py, tests/test_deepspeed.py); saving a
 sharded model whole; DDP on two GPUs where there are two.
 
 The multi-process runs here hide every GPU (CUDA_VISIBLE_DEVICES=""): they test the arithmetic across
@@ -144,13 +144,18 @@ def test_example_configs_load_and_name_only_known_settings(path):
         assert raw["deepspeed_config"]["zero3_save_16bit_model"] and not raw["deepspeed_config"]["zero3_init_flag"]
 
 
-def test_fsdp_on_cpu_processes_is_refused_not_run_unsharded(tiny_bert, tmp_path):
-    """accelerate 1.15 runs an FSDP config on CPU processes as plain data parallelism (MULTI_CPU): refused."""
+def test_fsdp1_on_cpu_processes_is_refused_not_run_unsharded(tiny_bert, tmp_path):
+    """accelerate 1.15 runs an FSDP config on CPU processes as plain data parallelism (MULTI_CPU); rlhfkit
+    turns FSDP2 on there (tests/test_fsdp2_cpu.py) but not FSDP1: refused, nothing written."""
+    config = yaml.safe_load((ROOT / "examples/accelerate/fsdp2.yaml").read_text())
+    config["fsdp_config"]["fsdp_version"] = 1
+    (tmp_path / "fsdp1.yaml").write_text(yaml.safe_dump(config))
     data = write_pairs(tmp_path / "train.jsonl", 16, seed=0)
-    proc = run([ACCELERATE, "launch", "--config_file", str(ROOT / "examples/accelerate/fsdp2.yaml"),
+    proc = run([ACCELERATE, "launch", "--config_file", str(tmp_path / "fsdp1.yaml"),
                 "--num_processes", "2", "--main_process_port", free_port(), "-m", "rlhfkit", "rm", "--data", data,
                 "--base", tiny_bert, "--epochs", "1", "--output", str(tmp_path / "out")], expect_rc=1)
-    assert "accelerate config 'distributed_type: FSDP': needs GPUs, but this run is MULTI_CPU" in proc.stderr
+    assert "accelerate config 'fsdp_version: 1': FSDP1 needs GPUs; on CPU processes use fsdp_version: 2" in proc.stderr
+    assert "Traceback" not in proc.stderr.split("rlhfkit: error")[0].split("\n")[-1]
     assert not (tmp_path / "out" / "model").exists()
 
 

@@ -93,6 +93,17 @@ def test_kl_shaped_rewards_puts_score_on_last_unmasked_token():
     assert_close(rewards, [[-0.05, 10.1, 0.0], [-0.1, -0.2, 19.7]])
 
 
+def test_kl_shaped_rewards_puts_score_on_the_last_policy_token_of_a_gapped_mask():
+    """A multi-turn episode: policy tokens 0, 1 and 3, an environment token at 2 (mask 0), padding at 4."""
+    logprobs = tensor([[-1.0, -3.0, GARBAGE, -2.0, GARBAGE]])
+    ref_logprobs = tensor([[-1.5, -2.0, GARBAGE, -2.5, 0.0]])
+    mask = tensor([[1, 1, 0, 1, 0]])
+    rewards, kl = losses.kl_shaped_rewards(tensor([10.0]), logprobs, ref_logprobs, mask, kl_coef=0.1)
+    # k1 d = [0.5, -1, (env), 0.5, (pad)]; r = −0.1·d, + 10 on index 3 (mask.sum − 1 = 2 would be the env token)
+    assert_close(kl, [[0.5, -1.0, 0.0, 0.5, 0.0]])
+    assert_close(rewards, [[-0.05, 0.1, 0.0, 9.95, 0.0]])
+
+
 def test_kl_shaped_rewards_forwards_the_estimator():
     logprobs = tensor([[-1.0, -3.0]])
     ref_logprobs = tensor([[-1.5, -2.0]])
@@ -132,6 +143,21 @@ def test_gae_hand_case():
     # row 1 (length 1): δ = 2 + 0 − 0.5 = 1.5 (V after the last token is 0, not the garbage), R = 2.0
     assert_close(advantages, [[0.1, 0.8], [1.5, 0.0]])
     assert_close(returns, [[0.6, 1.0], [2.0, 0.0]])
+
+
+def test_gae_passes_over_the_environment_tokens_of_a_gapped_mask():
+    """Policy tokens at 0 and 2, an environment token at 1 (mask 0, its value and reward garbage), padding
+    at 3: each policy token bootstraps from the next policy token, as on the row [0, 2] without the gap."""
+    rewards = tensor([[1.0, GARBAGE, 2.0, GARBAGE]])
+    values = tensor([[0.5, GARBAGE, 1.0, GARBAGE]])
+    mask = tensor([[1, 0, 1, 0]])
+    advantages, returns = losses.gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # t=2: δ = 2 + 1·0 − 1 = 1, A = 1;  t=1: env, A = 0 (carries V = 1, A = 1 through)
+    # t=0: δ = 1 + 1·1 − 0.5 = 1.5, A = 1.5 + 1·0.5·1 = 2.0;  R = A + V = [2.5, 0, 2.0, 0]
+    assert_close(advantages, [[2.0, 0.0, 1.0, 0.0]])
+    assert_close(returns, [[2.5, 0.0, 2.0, 0.0]])
+    compact, _ = losses.gae(tensor([[1.0, 2.0]]), tensor([[0.5, 1.0]]), tensor([[1, 1]]), 1.0, 0.5)
+    assert_close(advantages[:, [0, 2]], compact)
 
 
 def test_gae_discount_hand_case():

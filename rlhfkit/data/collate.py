@@ -35,6 +35,31 @@ def template_prompts(tokenizer, prompts: list[Prompt],
     return [prompt_text(p) for p in prompts], True
 
 
+# the assistant turn's content while `template_env_turn` renders around it: letters only, so a template that
+# trims or escapes content leaves it as it is
+_ASSISTANT_PLACEHOLDER = "rlhfkitassistantturnplaceholder"
+
+
+def template_env_turn(tokenizer, messages: list[dict], observation: list[dict], turn_ended: bool,
+                      use_chat_template: bool = True) -> str:
+    """The text between a policy turn's sampled tokens and the next policy turn (multi-turn rollouts,
+    `rlhfkit.envs`): what closes the assistant turn, the environment's observation messages, and the next
+    generation prompt, as the chat template renders them after `messages` (the conversation before that
+    assistant turn). The assistant turn is rendered with placeholder content and only the text after it is
+    kept, so the policy's sampled tokens are never re-tokenised; a sampled EOS that the template's
+    end-of-turn starts with is not repeated (`turn_ended`). SmolLM2: `<|im_end|>` sampled, then
+    "\\n<|im_start|>user\\n<result>21</result><|im_end|>\\n<|im_start|>assistant\\n". Without a chat template:
+    each observation's content on a line of its own, then a newline."""
+    if use_chat_template and tokenizer.chat_template:
+        rendered = tokenizer.apply_chat_template(
+            [*messages, {"role": "assistant", "content": _ASSISTANT_PLACEHOLDER}, *observation],
+            add_generation_prompt=True, tokenize=False)
+        tail = rendered[rendered.index(_ASSISTANT_PLACEHOLDER) + len(_ASSISTANT_PLACEHOLDER):]
+        eos = tokenizer.eos_token
+        return tail[len(eos):] if turn_ended and eos and tail.startswith(eos) else tail
+    return "".join("\n" + message["content"] for message in observation) + "\n"
+
+
 @dataclass(frozen=True)
 class Completion:
     """One tokenised example: the prompt block, the response block and which response tokens count."""

@@ -1,7 +1,8 @@
-"""Win rates and percentile-bootstrap confidence intervals for per-prompt evaluation values. numpy only."""
+"""Win rates, pass@k and percentile-bootstrap intervals for per-prompt evaluation values. numpy only."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -118,3 +119,25 @@ def _paired_diffs(a: ArrayLike, b: ArrayLike) -> np.ndarray:
             f"a and b must be non-empty 1-D and the same length, got shapes {x.shape}, {y.shape}"
         )
     return y - x  # [n]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k estimate from n samples of which c are correct (Chen et al. 2021, eq. 1):
+
+    pass@k = 1 − C(n−c, k) / C(n, k),  the chance that k of the n samples drawn without replacement hold at
+    least one correct one. Example: n = 4, c = 1, k = 2 → 1 − C(3, 2)/C(4, 2) = 1 − 3/6 = 0.5; k = 1 is c/n.
+
+    Args:
+        n: samples drawn for the problem. c: how many were correct, 0 <= c <= n. k: 1 <= k <= n.
+    Returns:
+        The estimate, in [0, 1].
+    Raises:
+        ValueError: c outside [0, n] or k outside [1, n].
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"c must be in [0, n] = [0, {n}], got {c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, n] = [1, {n}], got {k}")
+    if n - c < k:  # every draw of k holds a correct sample
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

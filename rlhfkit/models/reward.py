@@ -48,6 +48,7 @@ class RewardModel:
         return cls(model, tokenizer, meta.get("template", DEFAULT_TEMPLATE), meta.get("max_length", 512))
 
     def encode(self, prompts, responses) -> dict[str, torch.Tensor]:
+        """The template's texts of the (prompt, response) pairs: tokenised, padded, truncated to max_length."""
         texts = [format_text(self.template, p, r) for p, r in zip(prompts, responses, strict=True)]
         return self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"

@@ -114,7 +114,7 @@ def policy_loss(cfg: CriticFreeConfig, logprobs: torch.Tensor, mb: Rollout, adva
     ratio token: ℓ_t (clipped surrogate or CISPO, --policy-loss) + β·KL_t, aggregated by loss_agg;
     gspo: GSPO's mean over sequences + β·(1/B) Σ_i mean_t KL_{i,t} (the same sequence weighting);
     sequence: the product ratio's mean over sequences (its KL is in the reward)."""
-    mask, max_len = mb.mask, cfg.generation.max_new_tokens
+    mask, max_len = mb.mask, cfg.policy_token_budget  # Dr. GRPO's L_max: max_new_tokens · max_turns
     if cfg.ratio == "token":
         loss_tok, clipped = losses.token_policy_loss(logprobs, mb.logprobs, advantages,  # [B, T] each
                                                      cfg.clip_range, cfg.clip_range_high, weights,

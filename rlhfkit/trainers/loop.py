@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -66,6 +67,10 @@ def make_accelerator(dtype: str = "fp32"):
     # stage's settings but keep the process group (PartialState)
     AcceleratorState._reset_state(reset_partial_state=False)
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if fsdp_asked() and not torch.cuda.is_available() and os.environ.get("FSDP_VERSION", "1") != "2":
+        # accelerate's FSDP1 plugin raises "no available devices" on CPU processes
+        raise ConfigError("accelerate config 'fsdp_version: 1': FSDP1 needs GPUs; on CPU processes use "
+                          "fsdp_version: 2 (examples/accelerate/fsdp2.yaml) or a deepspeed_*_cpu.yaml")
     accelerator = Accelerator(
         mixed_precision="bf16" if dtype == "bf16" else "no",
         # DeepSpeed turns on only when accelerate is not told `cpu`; on CPU processes it then runs over gloo
@@ -75,9 +80,47 @@ def make_accelerator(dtype: str = "fp32"):
     )
     if deepspeed:
         use_real_ranks(accelerator)
+    if (deepspeed or fsdp_asked()) and not torch.cuda.is_available():
+        if fsdp_asked():
+            use_fsdp2_on_cpu(accelerator)
+        return_freed_memory()
     check_engine(accelerator)
     checkpoint.register_trainable_weights(accelerator)
     return accelerator
+
+
+MMAP_THRESHOLD = 1 << 20  # bytes: blocks this large come from (and go back to) the OS
+
+
+def return_freed_memory() -> None:
+    """Make glibc hand large freed blocks back to the OS. ZeRO-3 gathers each layer's weights for every
+    forward and backward and frees them after; glibc serves a block over its mmap threshold with mmap, but
+    raises that threshold (up to 32 MB) each time such a block is freed, so the next gathers come from the
+    heap, which keeps what it once held: the process's memory grows by the gathers' high-water mark (measured
+    in bench/zero_memory.py: ZeRO-3 SFT on SmolLM2-135M, 2 processes, peak 3626 MB with glibc's default,
+    3215 MB with the threshold fixed at 1 MB; DDP 3640 / 3614). Fixing the threshold (mallopt) stops the
+    growth. A no-op where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    M_MMAP_THRESHOLD = -3  # malloc.h
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def release_optimizer_state(optimizer) -> None:
+    """Free the optimiser's moments once training is over and the last checkpoint is written: gathering the
+    whole model to save it then fits beside what remains (AdamW's moments are 8 B per trained parameter,
+    the largest share of the training state; under ZeRO they are this process's share)."""
+    inner = optimizer
+    while hasattr(inner, "optimizer"):  # accelerate's wrapper -> DeepSpeed's ZeRO optimiser -> torch's AdamW
+        inner = inner.optimizer
+    if isinstance(inner, torch.optim.Optimizer):
+        inner.state.clear()
 
 
 def use_real_ranks(accelerator) -> None:
@@ -99,11 +142,40 @@ def use_real_ranks(accelerator) -> None:
     assert accelerator.num_processes == dist.get_world_size() and accelerator.process_index == dist.get_rank()
 
 
+def fsdp_asked() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def use_fsdp2_on_cpu(accelerator) -> None:
+    """accelerate 1.15 turns FSDP on only for GPU-type processes: with `distributed_type: FSDP` on CPU
+    processes it runs MULTI_CPU, plain data parallelism. Its FSDP2 path itself (torch's `fully_shard` on a
+    device mesh, DTensor parameters, sharded checkpoints through torch.distributed.checkpoint) runs on a gloo
+    CPU mesh once the state says FSDP: set it, with the plugin accelerate built from the launch config.
+    FSDP1 stays refused on CPU processes (`check_engine`): its FlatParameter path wants a device id."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if state.distributed_type != DistributedType.MULTI_CPU:
+        return  # one process: nothing to shard over (check_engine refuses it)
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        return
+    if state.mixed_precision != "no":
+        plugin.set_mixed_precision(state.mixed_precision)
+    state.distributed_type = DistributedType.FSDP
+    state.fsdp_plugin = plugin
+    # PartialState holds its own copy, which accelerate copies back over this one whenever some code builds an
+    # AcceleratorState(); FSDP is in every list PartialState's collectives check, as MULTI_CPU is
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
 def check_engine(accelerator) -> None:
     """accelerate 1.15 turns FSDP on only for GPU-type processes; on CPU processes it silently runs such a
     config as plain data parallelism (measured: `distributed_type: FSDP` with 2 CPU processes gives
-    MULTI_CPU): refuse rather than train without the sharding that was asked. (DeepSpeed on CPU processes
-    does shard, once accelerate is not told `cpu`: `make_accelerator`.)"""
+    MULTI_CPU): refuse whatever is still not the engine that was asked rather than train without the
+    sharding. (On CPU processes FSDP2 shards once `use_fsdp2_on_cpu` sets the state, and DeepSpeed once
+    accelerate is not told `cpu`: `make_accelerator`; FSDP1 there is refused before accelerate starts.)"""
     from accelerate.utils import DistributedType
 
     for engine, env, active in (("FSDP", "ACCELERATE_USE_FSDP", DistributedType.FSDP),
@@ -112,7 +184,8 @@ def check_engine(accelerator) -> None:
             raise ConfigError(
                 f"accelerate config 'distributed_type: {engine.upper()}': needs GPUs, but this run is "
                 f"{accelerator.distributed_type.value} on {accelerator.device}, where accelerate runs it without "
-                "sharding; run it on GPUs, or launch plain data parallelism (accelerate launch --multi_gpu "
+                "sharding; run it on GPUs, on 2+ CPU processes with fsdp_version: 2 or a deepspeed_*_cpu.yaml "
+                "(examples/accelerate/), or launch plain data parallelism (accelerate launch --multi_gpu "
                 "--num_processes N)")
 
 
@@ -127,10 +200,14 @@ def is_sharded(accelerator) -> bool:
 def frozen_matmul_dtype(dtype: str) -> torch.dtype | None:
     """The dtype to store frozen matmul weights in (`models.load.store_frozen_matmuls`): bf16 under bf16 autocast,
     unless FSDP or DeepSpeed own the weights (they flatten a model's parameters into buffers of one dtype);
-    None (keep fp32) otherwise. Reads the accelerate state of this process (`make_accelerator` made it)."""
+    None (keep fp32) otherwise. Reads the accelerate state of this process (`make_accelerator` made it)
+    without constructing an `AcceleratorState()`: in accelerate 1.15 that copies PartialState's numbers and
+    distributed type over the accelerator's, and FSDP (which PartialState records as plain MULTI_GPU or
+    MULTI_CPU) would read as data parallelism from then on, in rlhfkit and in accelerate's own `save_state`."""
     from accelerate.state import AcceleratorState
 
-    return torch.bfloat16 if dtype == "bf16" and not is_sharded(AcceleratorState()) else None
+    sharded = is_sharded(SimpleNamespace(distributed_type=AcceleratorState._shared_state.get("distributed_type")))
+    return torch.bfloat16 if dtype == "bf16" and not sharded else None
 
 
 @contextlib.contextmanager
@@ -210,10 +287,13 @@ def check_accumulation(accelerator, grad_accum_steps: int) -> None:
 def log_sharding(accelerator, model: torch.nn.Module) -> None:
     """One line saying what the engine really does with the prepared `model`: the engine, the processes and the
     share of the parameters this process holds (ZeRO-3 leaves placeholders of 0 elements and keeps a shard
-    of each, `ds_numel` being the whole size), so a config that runs undistributed cannot pass unnoticed."""
+    of each, `ds_numel` being the whole size; FSDP2's DTensors count the whole size, their local shard this
+    process's), so a config that runs undistributed cannot pass unnoticed."""
     params = list(model.parameters())
     total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
-    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+    local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor")  # ZeRO-3's shard
+                else p.to_local().numel() if hasattr(p, "to_local")  # FSDP2's DTensor shard
+                else p.numel() for p in params)
     plugin = accelerator.state.deepspeed_plugin
     engine = f"DeepSpeed ZeRO-{plugin.zero_stage}" if plugin is not None else accelerator.distributed_type.value
     log.info("%s over %d process(es): this process holds %d of %d parameter elements (%.0f%%)", engine,
@@ -242,7 +322,10 @@ def size_deepspeed_buffers(accelerator, model: torch.nn.Module) -> None:
     10·H elements kept whole (H = the model's hidden size). A config from accelerate's yaml (`deepspeed_*.yaml`)
     names none of these, and DeepSpeed's own defaults are sized for GPUs: ZeRO-3 allocates its 5e8-element
     reduce bucket up front, 1.9 GB in fp32 on every process, more than SmolLM2-135M's whole weights and
-    AdamW state split over 2 processes (bench/zero_memory.py measured it). A value the config sets is kept."""
+    AdamW state split over 2 processes (bench/zero_memory.py measured it). ZeRO-3 also keeps every gathered
+    weight until 1e9 elements are live: here at most 10·H² (a few layers) stay gathered, and the rest is
+    freed after use and gathered again (measured: 2739 -> 2581 MB per process, SFT with gradient
+    checkpointing). A value the config sets is kept."""
     plugin = accelerator.state.deepspeed_plugin
     if plugin is None:
         return
@@ -250,7 +333,9 @@ def size_deepspeed_buffers(accelerator, model: torch.nn.Module) -> None:
     zero = plugin.deepspeed_config.setdefault("zero_optimization", {})
     for key, value in {"reduce_bucket_size": hidden * hidden, "allgather_bucket_size": hidden * hidden,
                        "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
-                       "stage3_param_persistence_threshold": 10 * hidden}.items():
+                       "stage3_param_persistence_threshold": 10 * hidden,
+                       "stage3_max_live_parameters": 10 * hidden * hidden,
+                       "stage3_max_reuse_distance": 10 * hidden * hidden}.items():
         if zero.get(key, "auto") == "auto":
             zero[key] = value
 
@@ -513,6 +598,7 @@ def finish_epoch_run(run: EpochRun, out: Path, final: dict, save_model, build) -
     summary.json."""
     run.accelerator.wait_for_everyone()
     run.tracker.close()
+    release_optimizer_state(run.optimizer)  # the last epoch's checkpoint holds it
     model = whole_model(run.accelerator, run.model, build)
     if run.accelerator.is_main_process:
         save_model(model)

@@ -3,7 +3,8 @@
     1. the step's prompts (a seeded shuffle per epoch), each repeated group_size times, with their rows' other
        fields (columns, which reward functions get: `rlhfkit.rewards`)
     2. rollout: sample y ~ softmax(logits / τ); s = r(x, y) (with DAPO's dynamic sampling, `keep_groups`: more
-       prompt batches until batch_size groups have a reward spread); log π_old, log π_ref (same τ), V_old if a
+       prompt batches until batch_size groups have a reward spread; with --env, multi-turn episodes whose
+       environment turns are masked out, `rollout.run_episodes`); log π_old, log π_ref (same τ), V_old if a
        critic
     3. the algorithm's step on that batch (its optimiser steps), returning metrics
     4. monitors, metrics.jsonl / TensorBoard, samples, atomic checkpoint; at the end the policy folder
@@ -34,6 +35,7 @@ from rlhfkit.atomic import write_text
 from rlhfkit.config import OnlineConfig, save_config
 from rlhfkit.data.readers import load_prompt_rows, load_prompts, prompt_text
 from rlhfkit.device import resolve_dtypes
+from rlhfkit.envs import load_environment
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.models.load import (
     apply_lora,
@@ -159,8 +161,10 @@ def build_models(cfg: OnlineConfig, reward_model=None, with_value: bool = True,
         reward_model = RewardModel.from_pretrained(cfg.reward_model, device=device)
         # the RM runs under bf16 autocast anyway: store it in bf16 (half its memory; no ratio or KL reads it)
         reward_model.model.requires_grad_(False).to(torch.bfloat16 if cfg.dtype == "bf16" else torch.float32)
-    # + the --reward-fn terms, summed (functions given as Python objects are used as they are)
-    reward_model = make_reward(reward_model, cfg.reward_fn, callables=reward_callables)
+    # + the --reward-fn terms, summed (functions given as Python objects are used as they are); None: an
+    # environment's step rewards are the whole score
+    if reward_model is not None or cfg.reward_fn:
+        reward_model = make_reward(reward_model, cfg.reward_fn, callables=reward_callables)
     # train mode for every training forward, so --gradient-checkpointing recomputes (HF checkpoints only in
     # train mode); dropout is p = 0 (`load_causal_lm`), so train mode computes what eval mode does
     return actor_critic.to(device).train(), ref_lm, tokenizer, reward_model
@@ -223,6 +227,19 @@ def rollout_metrics(roll: Rollout, kl_k1: torch.Tensor) -> dict[str, float]:
         "rollout/kl_k3": kl_k3.mean().item(),
         "rollout/response_len": roll.response_len.mean().item(),
         "rollout/eos_rate": roll.ended.float().mean().item(),
+    }
+
+
+def episode_metrics(roll: Rollout) -> dict[str, float]:
+    """What a run with an environment reports about its episodes: rollout/turns_mean (policy turns per
+    episode), rollout/multi_turn_rate (the share with more than one, e.g. a tool called), rollout/turn_len
+    (policy tokens per turn), rollout/episode_reward (the mean episode score: Σ step rewards + the reward
+    functions on the last message; rollout/reward/env is the step rewards' part)."""
+    return {
+        "rollout/turns_mean": roll.turns.mean().item(),
+        "rollout/multi_turn_rate": (roll.turns > 1).float().mean().item(),
+        "rollout/turn_len": (roll.mask.sum() / roll.turns.sum()).item(),
+        "rollout/episode_reward": roll.scores.mean().item(),
     }
 
 
@@ -299,7 +316,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     if prompts is None:
         if cfg.prompts is None:
             raise ConfigError("missing required config key 'prompts' (--prompts)")
-        if cfg.reward_fn or isinstance(reward_model, RewardFunctions):
+        if cfg.reward_fn or cfg.env or isinstance(reward_model, RewardFunctions):  # they read the columns
             prompts, columns, report = load_prompt_rows(cfg.prompts, cfg.prompt_field)
         else:
             prompts, report = load_prompts(cfg.prompts, cfg.prompt_field)
@@ -308,9 +325,10 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     if len(prompts) < cfg.batch_size:
         raise DataError(cfg.prompts or "prompts", None, None,
                         f"{len(prompts)} prompts, fewer than --batch-size {cfg.batch_size}")
-    if reward_model is None and cfg.reward_model is None and not cfg.reward_fn:
+    if reward_model is None and cfg.reward_model is None and not cfg.reward_fn and cfg.env is None:
         raise ConfigError("config key 'reward_model': give a reward model (--reward-model), one or more "
-                          "--reward-fn, or both")
+                          "--reward-fn, an environment (--env), or several")
+    make_env = load_environment(cfg.env) if cfg.env else None  # one environment per episode
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
     with loop.whole_weights(accelerator):  # whole on every process: `prepare` splits only the trained model
@@ -348,7 +366,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
         def sample(batch: list, batch_columns: list[dict]) -> Rollout:  # an extra round, sampled and scored
             return sample_and_score(unwrapped.lm, tokenizer, reward_model, batch, cfg.generation,
                                     columns=batch_columns, use_chat_template=cfg.use_chat_template,
-                                    autocast=accelerator.autocast)
+                                    autocast=accelerator.autocast, make_env=make_env, max_turns=cfg.max_turns)
 
         refill = dynamic_sampling(keep, draw, sample, n_groups=cfg.batch_size, group_size=cfg.group_size,
                                   max_rounds=cfg.dynamic_sampling_rounds, pad_token_id=tokenizer.pad_token_id,
@@ -361,7 +379,8 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
         batch, batch_columns = draw()
         roll = collect_rollout(unwrapped, ref_lm, tokenizer, reward_model, batch, cfg.generation,
                                columns=batch_columns, use_chat_template=cfg.use_chat_template,
-                               autocast=accelerator.autocast, old_logprobs=algo.old_logprobs(cfg), refill=refill)
+                               autocast=accelerator.autocast, old_logprobs=algo.old_logprobs(cfg), refill=refill,
+                               make_env=make_env, max_turns=cfg.max_turns)
         t1 = time.perf_counter()
         metrics = algo.step(cfg, state, roll, train, accelerator)
         for name, fn in (monitors or {}).items():
@@ -369,6 +388,8 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
             metrics[f"rollout/{name}_mean"] = sum(values) / len(values)
         for name, values in (roll.reward_terms or {}).items():  # each summed term, unweighted (weight 0 included)
             metrics[f"rollout/reward/{name}"] = values.mean().item()
+        if make_env is not None:
+            metrics.update(episode_metrics(roll))
         metrics.update(roll.sampling)
         metrics = loop.mean_metrics(accelerator, [metrics])  # means over processes
         metrics["skipped_steps"] = state.skipped_steps
@@ -379,7 +400,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
         state.step += 1
         tracker.log(state.step, metrics)
         if accelerator.is_main_process and cfg.sample_every and (state.step - 1) % cfg.sample_every == 0:
-            write_samples(out, state.step, roll)
+            write_samples(out, state.step, roll, with_conversation=make_env is not None)
         if cfg.save_every and state.step % cfg.save_every == 0 and state.step < cfg.steps:
             checkpoint.save_checkpoint(ckpt, accelerator, state.trainer_state())
         bar.update(1)
@@ -388,6 +409,7 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     bar.close()
     checkpoint.save_checkpoint(ckpt, accelerator, state.trainer_state())
     # under FSDP/DeepSpeed every process takes part in gathering the weights; the main process saves them
+    loop.release_optimizer_state(optimizer)  # the final checkpoint above holds it
     whole = loop.whole_model(accelerator, model, lambda: build_actor_critic(cfg, tokenizer, algo.with_value))
     if accelerator.is_main_process:
         loop.save_policy(whole.lm, tokenizer, out / "policy", cfg.merge_lora)
@@ -396,14 +418,17 @@ def train_online(cfg: OnlineConfig, algo: Algorithm, reward_model=None, monitors
     return metrics
 
 
-def write_samples(out: Path, step: int, roll: Rollout, n: int = 4) -> None:
-    """A few rows of the batch: prompt, response, score, and the prompt row's columns when it has any."""
+def write_samples(out: Path, step: int, roll: Rollout, n: int = 4, with_conversation: bool = False) -> None:
+    """A few rows of the batch: prompt, response, score, and the prompt row's columns when it has any; with
+    `with_conversation` (multi-turn episodes) the whole conversation and its number of policy turns too."""
     with open(out / "samples.jsonl", "a") as f:
         for i in range(min(n, len(roll.prompts))):
             row = {"step": step, "prompt": prompt_text(roll.prompts[i]), "response": roll.responses[i],
                    "score": roll.scores[i].item()}
             if roll.columns and roll.columns[i]:
                 row["columns"] = roll.columns[i]
+            if with_conversation:
+                row.update(turns=int(roll.turns[i].item()), conversation=roll.conversations[i])
             f.write(json.dumps(row) + "\n")
 
 

@@ -92,6 +92,10 @@ def train_reward_model(cfg: RMConfig) -> dict[str, float]:
     build = partial(reward_model, cfg, tokenizer)
     with loop.whole_weights(accelerator):
         model = build()
+    # FSDP's transformer-based wrapping shards each class named here as a unit of its own: keep the layers,
+    # leave embeddings to the root's unit (FSDP2 wrapping BERT's BertEmbeddings too failed in torch 2.13:
+    # "Invariant encountered: value was None")
+    model._no_split_modules = [n for n in (getattr(model, "_no_split_modules", None) or []) if "Embedding" not in n]
     run = loop.prepare_epoch_run(cfg, accelerator, model, train, held_out)
     rm = RewardModel(run.model, tokenizer, cfg.template, cfg.max_length)
     step = partial(rm_step, cfg, rm, device=accelerator.device)

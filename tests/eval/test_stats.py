@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlhfkit.eval.stats import bootstrap_ci, paired_bootstrap_diff, win_rate, win_rate_ci
+from rlhfkit.eval.stats import bootstrap_ci, paired_bootstrap_diff, pass_at_k, win_rate, win_rate_ci
 
 # --- win_rate ----------------------------------------------------------------------------------------------
 
@@ -131,3 +131,23 @@ def test_paired_diff_keeps_pairs_together():
 def test_paired_diff_rejects_misaligned_inputs():
     with pytest.raises(ValueError, match="same length"):
         paired_bootstrap_diff([1.0, 2.0], [1.0])
+
+
+# --- pass_at_k ---------------------------------------------------------------------------------------------
+
+
+def test_pass_at_k_hand_computed():
+    # n = 4, c = 1, k = 2: 1 − C(3, 2)/C(4, 2) = 1 − 3/6 = 0.5
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5, abs=1e-12)
+    # n = 5, c = 2, k = 2: 1 − C(3, 2)/C(5, 2) = 1 − 3/10 = 0.7
+    assert pass_at_k(5, 2, 2) == pytest.approx(0.7, abs=1e-12)
+    assert pass_at_k(8, 3, 1) == pytest.approx(3 / 8, abs=1e-12)  # k = 1 is c/n
+    assert pass_at_k(8, 0, 8) == 0.0 and pass_at_k(8, 1, 8) == 1.0  # k = n: any correct sample
+    assert pass_at_k(4, 3, 2) == 1.0  # n − c = 1 < k: every pair holds a correct one
+
+
+def test_pass_at_k_rejects_impossible_counts():
+    with pytest.raises(ValueError, match="c must be in"):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError, match="k must be in"):
+        pass_at_k(4, 1, 5)
