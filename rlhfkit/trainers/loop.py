@@ -316,6 +316,11 @@ def declare_deepspeed_batch(accelerator, micro_batch_size: int) -> None:
                                       * config.get("gradient_accumulation_steps", 1))
 
 
+# elements; buckets of H² = 4096 (a 64-wide test model) deadlocked a 2-process ZeRO-3 PPO run in DeepSpeed's
+# reduce-scatter at its 4th step (not root-caused); with this floor such a model's gradients fit one bucket
+MIN_BUCKET = 1 << 20
+
+
 def size_deepspeed_buffers(accelerator, model: torch.nn.Module) -> None:
     """Size DeepSpeed's communication buffers to the model, as accelerate and HF's Trainer do for the keys a
     config file sets to "auto": reduce buckets of H² elements, ZeRO-3 prefetching 0.9·H², parameters under
@@ -331,7 +336,8 @@ def size_deepspeed_buffers(accelerator, model: torch.nn.Module) -> None:
         return
     hidden = next(m.config.hidden_size for m in model.modules() if hasattr(getattr(m, "config", None), "hidden_size"))
     zero = plugin.deepspeed_config.setdefault("zero_optimization", {})
-    for key, value in {"reduce_bucket_size": hidden * hidden, "allgather_bucket_size": hidden * hidden,
+    bucket = max(hidden * hidden, MIN_BUCKET)
+    for key, value in {"reduce_bucket_size": bucket, "allgather_bucket_size": bucket,
                        "stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
                        "stage3_param_persistence_threshold": 10 * hidden,
                        "stage3_max_live_parameters": 10 * hidden * hidden,
