@@ -16,13 +16,13 @@ FIGSIZE = (6, 4)
 DPI = 100
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*args, figsize=FIGSIZE, **kwargs):
+    """A figure and its axes outside pyplot: no backend is chosen or switched (a notebook's inline backend
+    stays as it was, and these figures never show up there), nothing to close; savefig renders with Agg."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _points(rows: list[dict], x: str, y: str) -> list[tuple[float, float]]:
@@ -49,26 +49,24 @@ def _draw_series(ax, rows: list[dict], x: str, ys: dict[str, str], ylabel: str) 
 
 
 def save_figure(fig, out: str | Path) -> Path:
-    """Write `fig` as a PNG to `out` (via a temporary file and os.replace) and close it."""
+    """Write `fig` as a PNG to `out` (via a temporary file and os.replace)."""
     out = Path(out)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.png")
     fig.savefig(tmp, dpi=DPI)
-    _pyplot().close(fig)
     os.replace(tmp, out)
     return out
 
 
 def figure_png(fig) -> bytes:
-    """The PNG bytes of `fig`; closes it."""
+    """The PNG bytes of `fig`."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    _pyplot().close(fig)
     return buf.getvalue()
 
 
 def series_figure(rows: list[dict], x: str, ys: dict[str, str], title: str, ylabel: str):
     """Line plot of the metric keys in `ys` (key -> legend label) against `x` over the rows that have them."""
-    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    fig, ax = _subplots(figsize=FIGSIZE)
     if _draw_series(ax, rows, x, ys, ylabel):
         ax.legend()
     ax.set_title(title)
@@ -85,7 +83,7 @@ def plot_series(
 
 def rm_curves_figure(rm_rows: list[dict]):
     """Reward-model training per epoch: Bradley–Terry loss (train, held-out) and held-out accuracy."""
-    fig, (ax_loss, ax_acc) = _pyplot().subplots(1, 2, figsize=(10, 4))
+    fig, (ax_loss, ax_acc) = _subplots(1, 2, figsize=(10, 4))
     if _draw_series(ax_loss, rm_rows, "epoch", {"train/loss": "train", "eval_loss": "held-out"}, "loss"):
         ax_loss.legend()
     ax_loss.set_title("Bradley–Terry loss")
@@ -100,7 +98,7 @@ def proxy_gold_figure(rows: list[dict], title: str = "PPO rollouts: proxy vs gol
     gold reward of the same samples on the right. Two axes because the scales differ (the proxy may be
     normalised); what matters is whether they move together.
     """
-    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    fig, ax = _subplots(figsize=FIGSIZE)
     lines = _draw_series(ax, rows, "step", {"rollout/score_mean": "proxy: learned RM (left axis)"},
                          "proxy (learned RM) score")
     ax_gold = ax.twinx()
@@ -119,7 +117,7 @@ def proxy_gold_figure(rows: list[dict], title: str = "PPO rollouts: proxy vs gol
 
 def methods_series_figure(rows_by_method: dict[str, list[dict]], x: str, key: str, title: str, ylabel: str):
     """One metric key against `x`, one line per method (name -> its metrics rows)."""
-    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    fig, ax = _subplots(figsize=FIGSIZE)
     lines = []
     for i, (name, rows) in enumerate(rows_by_method.items()):
         pts = _points(rows, x, key)
@@ -137,7 +135,7 @@ def methods_series_figure(rows_by_method: dict[str, list[dict]], x: str, key: st
 
 def reward_histograms_figure(values: dict[str, list[float]], xlabel: str = "gold reward per prompt"):
     """Overlaid histograms, one per policy (name -> per-prompt values), on shared bins."""
-    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    fig, ax = _subplots(figsize=FIGSIZE)
     everything = [v for vs in values.values() for v in vs]
     if everything:
         lo, hi = min(everything), max(everything)
@@ -163,7 +161,7 @@ def reward_vs_kl_figure(methods: dict[str, dict]):
     and `kl`; `gold_reward_ci95` and `kl_ci95` ([low, high]) are drawn when present, and `beta` (the KL
     coefficient of PPO, DPO's β) in the point's label. A negative KL estimate counts as 0.
     """
-    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    fig, ax = _subplots(figsize=FIGSIZE)
     for i, (name, m) in enumerate(methods.items()):
         gold, kl = m.get("gold_reward"), m.get("kl")
         if gold is None or kl is None:
@@ -189,7 +187,7 @@ def reward_vs_kl_figure(methods: dict[str, dict]):
 
 def improvement_figure(diffs: list[float], label: str):
     """Sorted bar chart of per-prompt differences (e.g. rlhf − sft gold reward); green above 0, red below."""
-    fig, ax = _pyplot().subplots(figsize=FIGSIZE)
+    fig, ax = _subplots(figsize=FIGSIZE)
     ordered = sorted(diffs)
     ax.bar(range(len(ordered)), ordered, width=0.9, color=["C2" if d > 0 else "C3" for d in ordered])
     ax.axhline(0.0, color="black", linewidth=0.8)
@@ -213,7 +211,7 @@ def frontier_figure(points: list[dict], fits: dict[str, dict], names: dict[str, 
         fits: frontier.json `fits` ({method: {"sqrt_kl": grid, "gold"|"proxy": {"curve": values}}}).
         names: display name of each method (default: the method key).
     """
-    fig, axes = _pyplot().subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = _subplots(1, 2, figsize=(12, 4.8))
     panels = ((axes[0], "gold_delta", "gold", "gold reward − SFT's"),
               (axes[1], "rm_delta", "proxy", "proxy (learned RM) reward − SFT's"))
     for ax, key, fit_key, ylabel in panels:
