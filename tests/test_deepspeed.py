@@ -146,19 +146,23 @@ def kill_after_checkpoint(cmd: list[str], out: Path, step_key: str, timeout_s: f
             proc.wait()
 
 
+def resume_case(command, tmp_path, tiny_llama, tiny_bert) -> tuple[list[str], str, str, int]:
+    """(arguments, the checkpoint's step key, the saved model's folder, the last step) of a 4-epoch or
+    4-step run to kill and resume."""
+    if command in OFFLINE:
+        data, saved = OFFLINE[command]
+        return [command, *data(tmp_path, {"llama": tiny_llama, "bert": tiny_bert}), "--epochs", "4",
+                "--batch-size", "8", "--dtype", "fp32", "--eval-fraction", "0.25"], "epoch", saved, 4
+    args = online_args(command, tmp_path, tiny_llama, *ONLINE[command])
+    args[args.index("--steps") + 1] = "4"
+    return args, "step", "policy", 4
+
+
 @pytest.mark.parametrize("command", ["rm", "sft", "dpo", "ppo", "grpo", "rloo"])
 def test_zero3_killed_after_a_checkpoint_resumes_to_the_same_weights(command, tiny_llama, tiny_bert, tmp_path):
     """SIGKILL of the launcher and both workers once a checkpoint exists (offline: after an epoch; online:
     after a step), then `--resume`: the same final weights as the uninterrupted ZeRO-3 run, bit for bit."""
-    if command in OFFLINE:
-        data, saved = OFFLINE[command]
-        args = [command, *data(tmp_path, {"llama": tiny_llama, "bert": tiny_bert}), "--epochs", "4",
-                "--batch-size", "8", "--dtype", "fp32", "--eval-fraction", "0.25"]
-        step_key, last = "epoch", 4
-    else:
-        args = online_args(command, tmp_path, tiny_llama, *ONLINE[command])
-        args[args.index("--steps") + 1] = "4"
-        step_key, saved, last = "step", "policy", 4
+    args, step_key, saved, last = resume_case(command, tmp_path, tiny_llama, tiny_bert)
     run(zero(3, *args, "--output", str(tmp_path / "full")))
     killed = kill_after_checkpoint(zero(3, *args, "--output", str(tmp_path / "resumed")), tmp_path / "resumed",
                                    step_key)

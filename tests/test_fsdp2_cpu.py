@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_deepspeed import OFFLINE, ONLINE, assert_same_weights, kill_after_checkpoint, one, online_args
+from tests.test_deepspeed import (
+    OFFLINE,
+    ONLINE,
+    assert_same_weights,
+    kill_after_checkpoint,
+    one,
+    online_args,
+    resume_case,
+)
 from tests.test_distributed import ACCELERATE, EXAMPLES, free_port, last_metrics, launch, run
 
 FSDP2 = str(Path(EXAMPLES[0]).parent / "fsdp2.yaml")
@@ -49,15 +57,7 @@ def test_online_trainers_under_fsdp2_on_cpu_match_data_parallel(command, tiny_ll
 @pytest.mark.parametrize("command", ["sft", "ppo"])
 def test_fsdp2_on_cpu_killed_after_a_checkpoint_resumes_to_the_same_weights(command, tiny_llama, tiny_bert,
                                                                             tmp_path):
-    if command in OFFLINE:
-        data, saved = OFFLINE[command]
-        args = [command, *data(tmp_path, {"llama": tiny_llama, "bert": tiny_bert}), "--epochs", "4",
-                "--batch-size", "8", "--dtype", "fp32", "--eval-fraction", "0.25"]
-        step_key, last = "epoch", 4
-    else:
-        args = online_args(command, tmp_path, tiny_llama, *ONLINE[command])
-        args[args.index("--steps") + 1] = "4"
-        step_key, saved, last = "step", "policy", 4
+    args, step_key, saved, last = resume_case(command, tmp_path, tiny_llama, tiny_bert)
     run(fsdp2(*args, "--output", str(tmp_path / "full")))
     killed = kill_after_checkpoint(fsdp2(*args, "--output", str(tmp_path / "resumed")), tmp_path / "resumed",
                                    step_key)
