@@ -8,7 +8,7 @@
 Each process runs through `bench/rss_probe.py`, which writes its own peak RSS (VmHWM) at exit; a row reports
 the larger of its 2 processes (rank 0 also gathers and saves the final model). `base` is the peak RSS of a
 process that imports torch, transformers and accelerate and loads nothing (what no engine can save). The
-accounting column is the README's per-parameter arithmetic: fp32 weights 4 B + gradients 4 B + AdamW's two
+accounting column is the per-parameter arithmetic of docs/guide/distributed.md: fp32 weights 4 B + gradients 4 B + AdamW's two
 moments 8 B = 16 B per trained parameter, plus DDP's gradient buckets (4 B), divided as each engine divides
 them (ZeRO-2: 4 + 12/N, ZeRO-3: 16/N), added to `base`. It ignores activations, the copy held while loading
 and ZeRO-3's gathered layers, so measured - accounting shows what they cost.
