@@ -33,7 +33,6 @@ from pathlib import Path
 from harness import (
     BENCH,
     CACHE,
-    CHILD_ENV,  # noqa: F401  (run_measured's environment: offline, no tokenizer threads)
     RESULTS,
     RLHFKIT_CLI,
     ROOT,
