@@ -29,12 +29,17 @@ def rows_of(path):
 
 @pytest.mark.parametrize("algo", ["grpo", "rloo", "reinforce_pp"])
 def test_lr0_run_has_ratio_one_and_kl_zero(algo, tiny_llama, tmp_path):
-    """At lr 0 the training forward computes the rollout's log-probs (ratio 1) and the policy is the reference."""
+    """At lr 0 the training forward computes the rollout's log-probs (ratio 1) and the policy is the reference.
+    The updates see the rows shuffled, and SDPA's fp32 CPU kernel does not give a row the same bits at every
+    batch position (measured on an AMD EPYC: 4.8e-7 nats on 1-3 tokens of 64, the attention output the first
+    to differ), so the updates' numbers are held to fp32 rounding, not to equality; a wrong temperature or
+    position id moves them far more (tests/models/test_positions.py, tests/test_sampling.py)."""
     cfg = cf_cfg(algo, tiny_llama, tmp_path, steps=2, lr=0.0, temperature=0.7, num_iterations=2)
     train_critic_free(cfg, reward_model=WordReward())
     for r in rows_of(tmp_path / algo):
-        assert (r["rollout/kl"], r["rollout/kl_k3"], r["rl/ratio"], r["rl/first_ratio"]) == (0.0, 0.0, 1.0, 1.0)
-        assert (r["rl/approx_kl"], r["rl/clipfrac"]) == (0.0, 0.0)
+        assert (r["rollout/kl"], r["rollout/kl_k3"], r["rl/clipfrac"]) == (0.0, 0.0, 0.0)  # same batch: exact
+        assert abs(r["rl/ratio"] - 1) < 1e-6 and abs(r["rl/first_ratio"] - 1) < 1e-6
+        assert 0 <= r["rl/approx_kl"] < 1e-12  # ½·mean(Δ²) with |Δ| at fp32 rounding (~5e-7)
 
 
 def test_each_prompt_gets_k_completions_in_one_batch(tiny_llama, tmp_path, monkeypatch):

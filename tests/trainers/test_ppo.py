@@ -57,14 +57,18 @@ def test_step0_ratio_is_one_and_kl_zero(tiny_llama, tmp_path, use_lora):
 @pytest.mark.parametrize("use_lora", [True, False])
 def test_lr0_run_has_kl_exactly_zero_and_ratio_exactly_one(tiny_llama, tmp_path, dtype, use_lora):
     """The whole loop at lr 0, bf16 autocast included: the reference computes exactly what the policy does
-    (a bf16 copy of the reference gave a step-1 KL of −1.2e-4 on this model), at τ = 0.7."""
+    (a bf16 copy of the reference gave a step-1 KL of −1.2e-4 on this model), at τ = 0.7. The rollout's KL
+    (policy and reference on the same batch) is exactly 0; the updates see shuffled rows, and SDPA's fp32 CPU
+    kernel does not give a row the same bits at every batch position (4.8e-7 nats on a few tokens, AMD EPYC),
+    so the ratio and approx_kl are held to fp32 rounding there."""
     cfg = ppo_cfg(tiny_llama, tmp_path, steps=2, lr=0.0, use_lora=use_lora, dtype=dtype, temperature=0.7)
     train_ppo(cfg, reward_model=WordReward())
     rows = [json.loads(x) for x in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     for r in rows:
-        assert (r["rollout/kl"], r["rollout/kl_k3"], r["ppo/ratio"], r["ppo/first_ratio"]) == (0.0, 0.0, 1.0, 1.0)
-        assert (r["ppo/approx_kl"], r["ppo/clipfrac"]) == (0.0, 0.0)
+        assert (r["rollout/kl"], r["rollout/kl_k3"], r["ppo/clipfrac"]) == (0.0, 0.0, 0.0)  # same batch: exact
+        assert abs(r["ppo/ratio"] - 1) < 1e-6 and abs(r["ppo/first_ratio"] - 1) < 1e-6
+        assert 0 <= r["ppo/approx_kl"] < 1e-12  # ½·mean(Δ²) with |Δ| at fp32 rounding (~5e-7)
 
 
 def run_rows(tiny_llama, tmp_path, **kw):
