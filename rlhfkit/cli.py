@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 
@@ -13,16 +14,36 @@ from rlhfkit import config as C
 from rlhfkit.errors import ConfigError, RlhfkitError
 
 
+def main_process() -> bool:
+    """Whether this is the process that speaks: the only one, or rank 0 of an `accelerate launch` run
+    (every rank runs the command; each would print the same final line)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def say(*args, **kwargs) -> None:
+    """print() on the main process only."""
+    if main_process():
+        print(*args, **kwargs)
+
+
+def say_rich(renderable) -> None:
+    """A rich table on the main process only."""
+    if main_process():
+        from rich.console import Console
+
+        Console().print(renderable)
+
+
 def run_sft(cfg: C.SFTConfig) -> None:
     final = api.train_sft(cfg)  # the Python API's run: training, then the plots from metrics.jsonl
-    print(f"policy saved to {cfg.output}/policy: held-out loss {final.get('eval_loss', float('nan')):.4f}, "
+    say(f"policy saved to {cfg.output}/policy: held-out loss {final.get('eval_loss', float('nan')):.4f}, "
           f"perplexity {final.get('eval_perplexity', float('nan')):.2f}")
 
 
 def run_rm(cfg: C.RMConfig) -> None:
     final = api.train_reward_model(cfg)
     accuracy = final.get("eval_accuracy", float("nan"))
-    print(f"reward model saved to {cfg.output}/model: held-out accuracy {accuracy:.3f}")
+    say(f"reward model saved to {cfg.output}/model: held-out accuracy {accuracy:.3f}")
 
 
 def run_score(cfg: C.ScoreConfig) -> None:
@@ -33,7 +54,7 @@ def run_score(cfg: C.ScoreConfig) -> None:
     rm = RewardModel.from_pretrained(cfg.model)
     if cfg.data is None:
         reward = rm.score([cfg.prompt], [cfg.response])[0]
-        print(json.dumps({"reward": reward}) if cfg.json else f"{reward:.6f}")
+        say(json.dumps({"reward": reward}) if cfg.json else f"{reward:.6f}")
         return
     from rlhfkit.data.readers import PreferenceFields, load_preferences
 
@@ -51,7 +72,7 @@ def run_score(cfg: C.ScoreConfig) -> None:
         "rejected_mean": sum(rejected) / len(rejected),
         "skipped": sum(report.skipped.values()),
     }
-    print(json.dumps(result) if cfg.json else f"accuracy {result['accuracy']:.4f} on {result['n']} pairs")
+    say(json.dumps(result) if cfg.json else f"accuracy {result['accuracy']:.4f} on {result['n']} pairs")
 
 
 def run_online(cfg: C.OnlineConfig) -> None:
@@ -59,7 +80,7 @@ def run_online(cfg: C.OnlineConfig) -> None:
     train = {C.PPOConfig: api.train_ppo, C.GRPOConfig: api.train_grpo, C.RLOOConfig: api.train_rloo,
              C.ReinforcePPConfig: api.train_reinforce_pp}[type(cfg)]
     final = train(cfg)
-    print(f"policy saved to {cfg.output}/policy: last step score {final.get('rollout/score_mean', float('nan')):.3f}, "
+    say(f"policy saved to {cfg.output}/policy: last step score {final.get('rollout/score_mean', float('nan')):.3f}, "
           f"KL {final.get('rollout/kl', float('nan')):.3f}")
 
 
@@ -67,13 +88,12 @@ def run_dpo(cfg: C.DPOConfig) -> None:
     final = api.train_dpo(cfg)
     accuracy = final.get("eval_reward_accuracy", float("nan"))
     margin = final.get("eval_reward_margin", float("nan"))
-    print(f"policy saved to {cfg.output}/policy: held-out reward accuracy {accuracy:.3f}, "
+    say(f"policy saved to {cfg.output}/policy: held-out reward accuracy {accuracy:.3f}, "
           f"margin {margin:.3f}")
 
 
 def print_methods_table(summary: dict, title: str) -> None:
     """The end-of-run table in the terminal (rich)."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -84,7 +104,7 @@ def print_methods_table(summary: dict, title: str) -> None:
         rm = f"{m['rm_reward']:.3f}" if "rm_reward" in m else "-"
         table.add_row(name, fmt(m, "gold_reward"), rm, fmt(m, "kl"), f"{m['response_len']:.1f}",
                       fmt(m, "win_rate_gold") if "win_rate_gold" in m else "(baseline)")
-    Console().print(table)
+    say_rich(table)
 
 
 def run_demo(cfg: C.DemoConfig) -> None:
@@ -93,13 +113,12 @@ def run_demo(cfg: C.DemoConfig) -> None:
     summary = demo(cfg)
     print_methods_table(summary, f"rlhfkit demo: held-out prompts (n={summary['n_eval_prompts']})")
     low, high = summary["gold_delta_ci95"]
-    print(f"gold reward SFT {summary['gold_reward_sft']:.3f} -> RLHF {summary['gold_reward_rlhf']:.3f} "
+    say(f"gold reward SFT {summary['gold_reward_sft']:.3f} -> RLHF {summary['gold_reward_rlhf']:.3f} "
           f"(delta 95% CI [{low:.3f}, {high:.3f}]) at KL {summary['kl_rlhf']:.2f} nats; "
           f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output}/report.html")
 
 
 def run_task_demo(cfg: C.TaskDemoConfig) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from rlhfkit.task_demo import run_task_demo as task_demo
@@ -114,9 +133,9 @@ def run_task_demo(cfg: C.TaskDemoConfig) -> None:
         low, high = m["pass1_ci95"]
         table.add_row(name, f"{m['pass1']:.1%} [{low:.1%}, {high:.1%}]", f"{m['pass_k']:.1%}",
                       f"{m['format_failure']:.1%}", f"{m['kl']:.2f}", f"{m['response_len']:.1f}")
-    Console().print(table)
+    say_rich(table)
     low, high = summary["pass1_delta_ci95"]
-    print(f"pass@1 {summary['pass1_sft']:.1%} -> {summary['pass1_rl']:.1%} "
+    say(f"pass@1 {summary['pass1_sft']:.1%} -> {summary['pass1_rl']:.1%} "
           f"(delta 95% CI [{low:+.1%}, {high:+.1%}]) at KL {summary['kl_rl']:.2f} nats; "
           f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output_dir}/report.html")
 
@@ -124,7 +143,7 @@ def run_task_demo(cfg: C.TaskDemoConfig) -> None:
 def run_eval(cfg: C.EvalConfig) -> None:
     summary = api.evaluate(cfg)
     print_methods_table(summary, f"rlhfkit eval (n={summary['n_eval_prompts']})")
-    print(f"report: {cfg.output}/report.html")
+    say(f"report: {cfg.output}/report.html")
 
 
 def run_bon(cfg: C.BonConfig) -> None:
@@ -137,8 +156,8 @@ def run_bon(cfg: C.BonConfig) -> None:
                                  f"{summary['samples_per_prompt']} samples each)")
     for point in summary["curve"]:
         gold = f", gold {point['gold_reward']:.3f}" if "gold_reward" in point else ""
-        print(f"best-of-{point['n']}: KL {point['kl']:.3f} nats, RM {point['rm_reward']:.3f}{gold}")
-    print(f"report: {cfg.output}/report.html")
+        say(f"best-of-{point['n']}: KL {point['kl']:.3f} nats, RM {point['rm_reward']:.3f}{gold}")
+    say(f"report: {cfg.output}/report.html")
 
 
 def run_frontier(cfg: C.FrontierConfig) -> None:
@@ -147,18 +166,18 @@ def run_frontier(cfg: C.FrontierConfig) -> None:
     result = frontier(cfg)
     out = cfg.output_dir
     for p in result["points"]:
-        print(f"{p['method']} {p['label']}: KL {p['kl']:.2f} nats, gold gain {p['gold_delta']:+.3f}, "
+        say(f"{p['method']} {p['label']}: KL {p['kl']:.2f} nats, gold gain {p['gold_delta']:+.3f}, "
               f"RM gain {p['rm_delta']:+.3f}")
     for note in result["overoptimisation"]:
-        print(f"over-optimisation: {note['text']}")
-    print(f"frontier: {out}/frontier.json, {out}/frontier.html")
+        say(f"over-optimisation: {note['text']}")
+    say(f"frontier: {out}/frontier.json, {out}/frontier.html")
 
 
 def run_env(cfg: C.EnvConfig) -> None:
     from rlhfkit.environment import environment_report, format_report
 
     report = environment_report(timing=cfg.timing)
-    print(json.dumps(report, indent=2) if cfg.json else format_report(report))
+    say(json.dumps(report, indent=2) if cfg.json else format_report(report))
 
 
 # in the order a newcomer meets them (`rlhfkit --help` lists them so, one line each): check the machine, watch

@@ -74,6 +74,18 @@ def test_score_cli(tiny_bert, tmp_path, capsys):
     assert result["n"] == 128 and result["accuracy"] > 0.9  # on its own training pairs
 
 
+def test_only_rank_0_prints_the_final_line(tiny_bert, tmp_path, capsys, monkeypatch):
+    """Under `accelerate launch` every rank runs the command; the result is printed once, by rank 0."""
+    train = write_pairs(tmp_path / "train.jsonl", 16, seed=0)
+    assert main(["rm", "--data", train, "--base", tiny_bert, "--output", str(tmp_path / "rm"), "--epochs", "1"]) == 0
+    score = ["score", "--model", str(tmp_path / "rm"), "--prompt", "the cat", "--response", "good"]
+    capsys.readouterr()
+    for rank, prints in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(score) == 0
+        assert bool(capsys.readouterr().out.strip()) is prints, rank
+
+
 def test_rm_bad_data_exits_2_with_location(tiny_bert, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "", "rejected": "c"}\n')
