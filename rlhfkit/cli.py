@@ -37,7 +37,7 @@ def say_rich(renderable) -> None:
 def run_sft(cfg: C.SFTConfig) -> None:
     final = api.train_sft(cfg)  # the Python API's run: training, then the plots from metrics.jsonl
     say(f"policy saved to {cfg.output}/policy: held-out loss {final.get('eval_loss', float('nan')):.4f}, "
-          f"perplexity {final.get('eval_perplexity', float('nan')):.2f}")
+        f"perplexity {final.get('eval_perplexity', float('nan')):.2f}")
 
 
 def run_rm(cfg: C.RMConfig) -> None:
@@ -81,7 +81,7 @@ def run_online(cfg: C.OnlineConfig) -> None:
              C.ReinforcePPConfig: api.train_reinforce_pp}[type(cfg)]
     final = train(cfg)
     say(f"policy saved to {cfg.output}/policy: last step score {final.get('rollout/score_mean', float('nan')):.3f}, "
-          f"KL {final.get('rollout/kl', float('nan')):.3f}")
+        f"KL {final.get('rollout/kl', float('nan')):.3f}")
 
 
 def run_dpo(cfg: C.DPOConfig) -> None:
@@ -89,7 +89,7 @@ def run_dpo(cfg: C.DPOConfig) -> None:
     accuracy = final.get("eval_reward_accuracy", float("nan"))
     margin = final.get("eval_reward_margin", float("nan"))
     say(f"policy saved to {cfg.output}/policy: held-out reward accuracy {accuracy:.3f}, "
-          f"margin {margin:.3f}")
+        f"margin {margin:.3f}")
 
 
 def print_methods_table(summary: dict, title: str) -> None:
@@ -114,8 +114,8 @@ def run_demo(cfg: C.DemoConfig) -> None:
     print_methods_table(summary, f"rlhfkit demo: held-out prompts (n={summary['n_eval_prompts']})")
     low, high = summary["gold_delta_ci95"]
     say(f"gold reward SFT {summary['gold_reward_sft']:.3f} -> RLHF {summary['gold_reward_rlhf']:.3f} "
-          f"(delta 95% CI [{low:.3f}, {high:.3f}]) at KL {summary['kl_rlhf']:.2f} nats; "
-          f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output}/report.html")
+        f"(delta 95% CI [{low:.3f}, {high:.3f}]) at KL {summary['kl_rlhf']:.2f} nats; "
+        f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output}/report.html")
 
 
 def run_task_demo(cfg: C.TaskDemoConfig) -> None:
@@ -136,8 +136,8 @@ def run_task_demo(cfg: C.TaskDemoConfig) -> None:
     say_rich(table)
     low, high = summary["pass1_delta_ci95"]
     say(f"pass@1 {summary['pass1_sft']:.1%} -> {summary['pass1_rl']:.1%} "
-          f"(delta 95% CI [{low:+.1%}, {high:+.1%}]) at KL {summary['kl_rl']:.2f} nats; "
-          f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output_dir}/report.html")
+        f"(delta 95% CI [{low:+.1%}, {high:+.1%}]) at KL {summary['kl_rl']:.2f} nats; "
+        f"{summary['wall_seconds'] / 60:.1f} min. Report: {cfg.output_dir}/report.html")
 
 
 def run_eval(cfg: C.EvalConfig) -> None:
@@ -167,7 +167,7 @@ def run_frontier(cfg: C.FrontierConfig) -> None:
     out = cfg.output_dir
     for p in result["points"]:
         say(f"{p['method']} {p['label']}: KL {p['kl']:.2f} nats, gold gain {p['gold_delta']:+.3f}, "
-              f"RM gain {p['rm_delta']:+.3f}")
+            f"RM gain {p['rm_delta']:+.3f}")
     for note in result["overoptimisation"]:
         say(f"over-optimisation: {note['text']}")
     say(f"frontier: {out}/frontier.json, {out}/frontier.html")
